@@ -1,0 +1,200 @@
+//! Command-line parsing and the commands: `check` and `call`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use corral::{Host, Limits, Message, PluginOptions};
+
+/// Corral: run WebAssembly component plugins in sandboxes with hard limits.
+#[derive(Debug, Parser)]
+#[command(name = "corral", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check that FILE is a plugin fitting the corral:plugin/filter world; print its
+    /// exports and imports.
+    Check {
+        /// The plugin's .wasm component.
+        file: PathBuf,
+    },
+    /// Load FILE into a sandbox and call it: each --message in order, then --timer.
+    /// Emitted messages go to stdout as JSON lines, the plugin's logs to stderr.
+    Call(CallArgs),
+}
+
+#[derive(Debug, Args)]
+struct CallArgs {
+    /// The plugin's .wasm component.
+    file: PathBuf,
+    /// A message as JSON, passed to process-message; repeat for several calls.
+    #[arg(long = "message", value_name = "JSON")]
+    messages: Vec<String>,
+    /// Call timer-event after the messages, with NOW_NS (default: now).
+    #[arg(long, value_name = "NOW_NS", num_args = 0..=1, default_missing_value = "now")]
+    timer: Option<String>,
+    /// A config value the plugin reads through its config import; repeatable.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    config: Vec<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// Fuel per call (about one unit per WebAssembly instruction).
+    #[arg(long, default_value_t = Limits::DEFAULT_FUEL)]
+    fuel: u64,
+    /// Memory cap for the sandbox: bytes, or with a KiB, MiB or GiB suffix.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    memory: u64,
+    /// Wall-clock deadline per call, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = Limits::DEFAULT_DEADLINE.as_millis() as u64)]
+    deadline_ms: u64,
+    /// Output cap per call (logs, stdout, stderr and emitted messages): bytes, or with
+    /// a KiB, MiB or GiB suffix.
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
+    output: u64,
+    /// Messages one call may emit.
+    #[arg(long, default_value_t = Limits::DEFAULT_EMITS)]
+    emits: u32,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            fuel: self.fuel,
+            memory_bytes: self.memory,
+            deadline: Duration::from_millis(self.deadline_ms),
+            output_bytes: self.output,
+            emits: self.emits,
+            ..Limits::default()
+        }
+    }
+}
+
+/// Parses `123`, `64KiB`, `16MiB`, `1GiB` (and `K`, `M`, `G`) into bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size: expected bytes, or e.g. 64KiB or 16MiB"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        other => return Err(format!("unknown size unit `{other}`: use KiB, MiB or GiB")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    // Guest lines at info and up; the library's own "call failed" warnings would repeat
+    // the error this command prints last, so only its errors show by default.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,corral::plugin=error")),
+        )
+        .without_time()
+        .with_target(false)
+        .init();
+    match cli.command {
+        Command::Check { file } => check(file),
+        Command::Call(args) => call(args),
+    }
+}
+
+fn check(file: PathBuf) -> anyhow::Result<ExitCode> {
+    let host = Host::new()?;
+    let bytes = std::fs::read(&file).with_context(|| format!("cannot read `{}`", file.display()))?;
+    let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+    let report = host.check(name, &bytes)?;
+    println!("`{}` fits {}", file.display(), corral::WORLD);
+    println!("exports:");
+    for name in &report.exports {
+        println!("  {name}");
+    }
+    println!("imports:");
+    for name in &report.imports {
+        println!("  {name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
+    if args.messages.is_empty() && args.timer.is_none() {
+        bail!("nothing to call: give --message JSON (repeatable), --timer, or both");
+    }
+    let messages = args
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, json)| {
+            Message::from_json(json).with_context(|| format!("--message #{}: invalid message JSON", i + 1))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let timer = match args.timer.as_deref() {
+        None => None,
+        Some("now") => Some(corral::now_ns()),
+        Some(ns) => Some(
+            ns.parse::<i64>()
+                .with_context(|| format!("--timer `{ns}`: expected nanoseconds since the Unix epoch"))?,
+        ),
+    };
+    let mut options = PluginOptions::with_limits(args.limits.limits());
+    for pair in &args.config {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--config `{pair}`: expected KEY=VALUE"))?;
+        options = options.config(key, value);
+    }
+
+    let host = Host::new()?;
+    let plugin = host.load_file(&args.file, options)?;
+    let print = |outcome: corral::CallOutcome| {
+        for message in outcome.emitted {
+            println!("{}", message.to_json());
+        }
+    };
+    for message in &messages {
+        print(plugin.process_message(message)?);
+    }
+    if let Some(now_ns) = timer {
+        print(plugin.timer_event(now_ns)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert!(
+            parse_size("12 parsecs")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
+        assert!(parse_size("lots").is_err());
+    }
+}

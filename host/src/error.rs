@@ -1,0 +1,270 @@
+//! Typed errors at the library boundary.
+//!
+//! Loading fails with a [`LoadError`], calling with a [`CallError`]. Every variant names
+//! the plugin and the reason; load errors also say what to do. Errors a guest reports
+//! itself ([`CallError::Failed`], [`CallError::Fatal`]) are kept apart from the ones the
+//! host imposed (limits, traps), so a caller can tell "the plugin said no" from "the
+//! sandbox stopped it".
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::limits::Limit;
+
+/// The WIT world every plugin must fit, as named in messages.
+pub const WORLD: &str = "corral:plugin/filter@0.1.0";
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read plugin file `{}`: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The plugin's name cannot be used (it names its store namespace and its logs).
+    #[error("invalid plugin name `{name}`: {reason}")]
+    InvalidName {
+        /// The name, or the path it was taken from.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The file is empty.
+    #[error("plugin `{plugin}` is empty: expected a WebAssembly component")]
+    Empty {
+        /// The plugin's name.
+        plugin: String,
+    },
+    /// The bytes are not WebAssembly at all.
+    #[error(
+        "plugin `{plugin}` is not a WebAssembly file (it starts with `{prefix}`, not `\\0asm`): \
+         build a component with `cargo build --target wasm32-wasip2`"
+    )]
+    NotWasm {
+        /// The plugin's name.
+        plugin: String,
+        /// The first bytes, escaped.
+        prefix: String,
+    },
+    /// A core WebAssembly module was given where a component is needed.
+    #[error(
+        "plugin `{plugin}` is a core WebAssembly module, not a component: build it with \
+         `cargo build --target wasm32-wasip2` (wasm32-wasip1 and wasm32-unknown-unknown \
+         produce core modules), or wrap a core module with `wasm-tools component new`"
+    )]
+    CoreModule {
+        /// The plugin's name.
+        plugin: String,
+    },
+    /// The component is malformed or uses features this host does not enable.
+    #[error("plugin `{plugin}` is not a valid component: {reason}")]
+    Invalid {
+        /// The plugin's name.
+        plugin: String,
+        /// Wasmtime's reason.
+        reason: String,
+    },
+    /// The component does not fit the world: wrong or missing exports, unknown imports,
+    /// or another version of the contract.
+    #[error(
+        "plugin `{plugin}` does not fit the `{WORLD}` world:{}\n  \
+         rebuild it against the WIT files of this Corral (the `wit/` directory)",
+        Bulleted(problems)
+    )]
+    Incompatible {
+        /// The plugin's name.
+        plugin: String,
+        /// Every mismatch found, not just the first.
+        problems: Vec<Mismatch>,
+    },
+    /// The component was compiled but could not be instantiated (its start code trapped
+    /// or needed more than its limits).
+    #[error("plugin `{plugin}` failed to start: {reason}")]
+    Instantiate {
+        /// The plugin's name.
+        plugin: String,
+        /// The reason.
+        reason: String,
+    },
+}
+
+/// One way a component does not fit the world.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mismatch {
+    /// A required export is missing.
+    MissingExport {
+        /// The export's name, e.g. `process-message`.
+        name: String,
+    },
+    /// An export exists but has the wrong type.
+    ExportType {
+        /// The export's name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The component imports an interface this host does not provide.
+    UnknownImport {
+        /// The import's full name, e.g. `wasi:http/types@0.2.0`.
+        name: String,
+    },
+    /// The component imports a package at a version this host does not provide.
+    ImportVersion {
+        /// The import's full name.
+        name: String,
+        /// The version the component was built against.
+        found: String,
+        /// The versions this host provides.
+        expected: String,
+    },
+    /// An import or export with another type than the world's; wasmtime's reason.
+    Type {
+        /// Wasmtime's description of the mismatch.
+        reason: String,
+    },
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mismatch::MissingExport { name } => {
+                write!(f, "missing export `{name}`: the plugin must export it")
+            }
+            Mismatch::ExportType { name, reason } => {
+                write!(f, "export `{name}` has the wrong type: {reason}")
+            }
+            Mismatch::UnknownImport { name } => write!(
+                f,
+                "imports `{name}`, which this host does not provide: plugins may import \
+                 only `corral:plugin/*` and WASI 0.2 interfaces"
+            ),
+            Mismatch::ImportVersion {
+                name,
+                found,
+                expected,
+            } => write!(
+                f,
+                "imports `{name}`: built against version {found}, this host provides {expected}"
+            ),
+            Mismatch::Type { reason } => write!(f, "{reason}"),
+        }
+    }
+}
+
+struct Bulleted<'a>(&'a [Mismatch]);
+
+impl fmt::Display for Bulleted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for m in self.0 {
+            write!(f, "\n  - {m}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a call into a plugin failed.
+///
+/// Every variant counts as a failure in the plugin's stats. The sandbox outlives all of
+/// them: after a limit or a trap the instance is thrown away and the next call gets a
+/// fresh one, unless the failure terminated the plugin (see [`crate::PluginState`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The call ran into one of the plugin's limits.
+    #[error("plugin `{plugin}` exceeded its {limit} limit: {detail}")]
+    Limit {
+        /// The plugin's name.
+        plugin: String,
+        /// Which limit.
+        limit: Limit,
+        /// The limit's value and what was asked for, in words.
+        detail: String,
+    },
+    /// The guest panicked; the message is the one it printed.
+    #[error("plugin `{plugin}` panicked: {message}")]
+    Panic {
+        /// The plugin's name.
+        plugin: String,
+        /// The panic message.
+        message: String,
+    },
+    /// The guest trapped for another reason (stack overflow, unreachable, bad memory
+    /// access…).
+    #[error("plugin `{plugin}` trapped: {trap}")]
+    Trap {
+        /// The plugin's name.
+        plugin: String,
+        /// Wasmtime's trap code, to match on.
+        trap: wasmtime::Trap,
+    },
+    /// The guest returned a non-fatal failure: counted, the plugin keeps running.
+    #[error("plugin `{plugin}` failed: {message}")]
+    Failed {
+        /// The plugin's name.
+        plugin: String,
+        /// The guest's message.
+        message: String,
+    },
+    /// The guest returned a fatal failure: the plugin is now terminated.
+    #[error("plugin `{plugin}` failed fatally: {message}")]
+    Fatal {
+        /// The plugin's name.
+        plugin: String,
+        /// The guest's message.
+        message: String,
+    },
+    /// The plugin is terminated and refuses calls until it is replaced.
+    #[error("plugin `{plugin}` is terminated: {reason}")]
+    Terminated {
+        /// The plugin's name.
+        plugin: String,
+        /// Why it was terminated.
+        reason: String,
+    },
+    /// A fresh instance could not be made after a trap.
+    #[error("plugin `{plugin}` could not be restarted: {reason}")]
+    Restart {
+        /// The plugin's name.
+        plugin: String,
+        /// The reason.
+        reason: String,
+    },
+    /// Something else went wrong inside the call.
+    #[error("plugin `{plugin}` failed in the host: {reason}")]
+    Host {
+        /// The plugin's name.
+        plugin: String,
+        /// The reason.
+        reason: String,
+    },
+}
+
+impl CallError {
+    /// The plugin the error is about.
+    pub fn plugin(&self) -> &str {
+        match self {
+            CallError::Limit { plugin, .. }
+            | CallError::Panic { plugin, .. }
+            | CallError::Trap { plugin, .. }
+            | CallError::Failed { plugin, .. }
+            | CallError::Fatal { plugin, .. }
+            | CallError::Terminated { plugin, .. }
+            | CallError::Restart { plugin, .. }
+            | CallError::Host { plugin, .. } => plugin,
+        }
+    }
+
+    /// The limit the call ran into, if that is why it failed.
+    pub fn limit(&self) -> Option<Limit> {
+        match self {
+            CallError::Limit { limit, .. } => Some(*limit),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The host: one wasmtime engine, one linker, and the plugins loaded through them.
+//!
+//! Compile once, instantiate many: the engine is shared by every plugin, a component is
+//! compiled once per distinct content (remembered by its SHA-256 for as long as it is in
+//! the small in-memory memo), checked against the world, and pre-instantiated; each
+//! plugin then makes instances from that. An epoch thread ticks the engine so that
+//! deadlines hold even in a loop that never calls the host; it stops when the engine
+//! is gone.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use crate::error::LoadError;
+use crate::output::Output;
+use crate::plugin::{Plugin, PluginOptions};
+use crate::sandbox::{SandboxSpec, SandboxState};
+use crate::store::{KvStore, MemoryStore};
+use crate::world::{self, Filter, WorldReport};
+
+/// How many compiled components the memo keeps.
+const MEMO_ENTRIES: usize = 16;
+/// The longest plugin name.
+const MAX_NAME: usize = 64;
+
+/// The host could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the Corral host: {0}")]
+pub struct HostError(String);
+
+/// Builds a [`Host`] with non-default settings.
+#[derive(Debug)]
+pub struct HostBuilder {
+    store: Option<Arc<dyn KvStore>>,
+    epoch_tick: Duration,
+}
+
+impl Default for HostBuilder {
+    fn default() -> Self {
+        HostBuilder {
+            store: None,
+            epoch_tick: HostBuilder::DEFAULT_EPOCH_TICK,
+        }
+    }
+}
+
+impl HostBuilder {
+    /// The default epoch tick: deadlines are enforced to within this.
+    pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(5);
+
+    /// The key-value backend for every plugin's `store` import (default: a new
+    /// [`MemoryStore`]).
+    pub fn store(mut self, store: Arc<dyn KvStore>) -> HostBuilder {
+        self.store = Some(store);
+        self
+    }
+
+    /// How often the engine's epoch advances, which is the resolution of every
+    /// plugin's deadline (default 5 ms).
+    pub fn epoch_tick(mut self, tick: Duration) -> HostBuilder {
+        self.epoch_tick = tick.max(Duration::from_micros(100));
+        self
+    }
+
+    /// Creates the engine and linker and starts the epoch thread.
+    ///
+    /// # Errors
+    ///
+    /// [`HostError`] when wasmtime rejects the configuration or the thread cannot start.
+    pub fn build(self) -> Result<Host, HostError> {
+        let fail = |e: &dyn std::fmt::Display| HostError(e.to_string());
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| fail(&format_args!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| fail(&format_args!("{e:#}")))?;
+        Filter::add_to_linker::<_, HasSelf<SandboxState>>(&mut linker, |s| s)
+            .map_err(|e| fail(&format_args!("{e:#}")))?;
+
+        let weak = engine.weak();
+        let tick = self.epoch_tick;
+        std::thread::Builder::new()
+            .name("corral-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(tick);
+                }
+            })
+            .map_err(|e| fail(&e))?;
+
+        Ok(Host {
+            engine,
+            linker: Arc::new(linker),
+            store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+            epoch_tick: self.epoch_tick,
+            memo: Arc::new(Mutex::new(VecDeque::new())),
+        })
+    }
+}
+
+/// Loads plugins into sandboxes. Cloning a host is cheap and shares its engine, store
+/// backend and compile memo.
+#[derive(Clone)]
+pub struct Host {
+    engine: Engine,
+    linker: Arc<Linker<SandboxState>>,
+    store: Arc<dyn KvStore>,
+    epoch_tick: Duration,
+    memo: Arc<Mutex<Memo>>,
+}
+
+/// Recently compiled components by the SHA-256 of their bytes, oldest first.
+type Memo = VecDeque<([u8; 32], Component)>;
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("store", &self.store)
+            .field("epoch_tick", &self.epoch_tick)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    /// A host with the defaults: an in-memory store, a 5 ms epoch tick.
+    ///
+    /// # Errors
+    ///
+    /// See [`HostBuilder::build`].
+    pub fn new() -> Result<Host, HostError> {
+        HostBuilder::default().build()
+    }
+
+    /// A builder for a host with other settings.
+    pub fn builder() -> HostBuilder {
+        HostBuilder::default()
+    }
+
+    /// The key-value backend behind every plugin's `store` import.
+    pub fn store(&self) -> &Arc<dyn KvStore> {
+        &self.store
+    }
+
+    /// Loads a plugin from a `.wasm` file; its name is the file's stem (`hello` for
+    /// `plugins/hello.wasm`).
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Read`] when the file cannot be read, and everything
+    /// [`Host::load`] returns.
+    pub fn load_file(&self, path: impl AsRef<Path>, options: PluginOptions) -> Result<Plugin, LoadError> {
+        let path = path.as_ref();
+        let name = plugin_name(path)?;
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.load(&name, &bytes, options)
+    }
+
+    /// Loads a plugin from the bytes of a component: compiles it (or finds it in the
+    /// memo), checks it against the world, and starts its first instance.
+    ///
+    /// # Errors
+    ///
+    /// A [`LoadError`] naming the plugin and the reason: a bad name, bytes that are not
+    /// a component, a component that does not fit the world, or one that cannot start
+    /// within its limits.
+    pub fn load(&self, name: &str, bytes: &[u8], options: PluginOptions) -> Result<Plugin, LoadError> {
+        let (pre, report, digest) = self.link(name, bytes)?;
+        let plugin: Arc<str> = name.into();
+        let spec = SandboxSpec {
+            output: Output::new(plugin.clone(), options.limits.output_bytes),
+            plugin,
+            pre,
+            limits: Arc::new(options.limits),
+            config: Arc::new(options.config),
+            kv: self.store.clone(),
+            epoch_tick: self.epoch_tick,
+        };
+        Plugin::start(spec, hex(&digest), report)
+    }
+
+    /// Checks that `bytes` are a component fitting the world, without running it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Host::load`], except that start-up is not tried.
+    pub fn check(&self, name: &str, bytes: &[u8]) -> Result<WorldReport, LoadError> {
+        self.link(name, bytes).map(|(_, report, _)| report)
+    }
+
+    fn link(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(world::FilterPre<SandboxState>, WorldReport, [u8; 32]), LoadError> {
+        validate_name(name)?;
+        sniff(name, bytes)?;
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        let component = self.compile(name, bytes, digest)?;
+        let (pre, report) = world::link(name, &self.engine, &self.linker, &component)?;
+        Ok((pre, report, digest))
+    }
+
+    fn compile(&self, name: &str, bytes: &[u8], digest: [u8; 32]) -> Result<Component, LoadError> {
+        let memo = || self.memo.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, c)) = memo().iter().find(|(d, _)| *d == digest) {
+            return Ok(c.clone());
+        }
+        // Compiling takes milliseconds to seconds: never hold the memo's lock meanwhile.
+        let component = Component::from_binary(&self.engine, bytes).map_err(|e| LoadError::Invalid {
+            plugin: name.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+        let mut memo = memo();
+        if memo.len() == MEMO_ENTRIES {
+            memo.pop_front();
+        }
+        memo.push_back((digest, component.clone()));
+        Ok(component)
+    }
+}
+
+/// A plugin's name from its file name.
+fn plugin_name(path: &Path) -> Result<String, LoadError> {
+    let invalid = |why: &str| LoadError::InvalidName {
+        name: path.display().to_string(),
+        reason: why.to_owned(),
+    };
+    let stem = path
+        .file_stem()
+        .ok_or_else(|| invalid("the path has no file name"))?;
+    stem.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| invalid("the file name is not UTF-8"))
+}
+
+/// Plugin names become store namespaces, log fields and (later) URL segments: keep them
+/// to a safe alphabet.
+fn validate_name(name: &str) -> Result<(), LoadError> {
+    let reason = if name.is_empty() {
+        "the name is empty"
+    } else if name.len() > MAX_NAME {
+        "the name is longer than 64 bytes"
+    } else if name.starts_with(['.', '-']) {
+        "the name starts with `.` or `-`"
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        "the name may hold only ASCII letters, digits, `-`, `_` and `.`"
+    } else {
+        return Ok(());
+    };
+    Err(LoadError::InvalidName {
+        name: name.to_owned(),
+        reason: reason.to_owned(),
+    })
+}
+
+/// Tells the common wrong files apart before wasmtime sees them, for clearer errors.
+fn sniff(name: &str, bytes: &[u8]) -> Result<(), LoadError> {
+    const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
+    if bytes.is_empty() {
+        return Err(LoadError::Empty {
+            plugin: name.to_owned(),
+        });
+    }
+    if !bytes.starts_with(b"\0asm") {
+        let prefix: String = bytes
+            .iter()
+            .take(8)
+            .flat_map(|b| std::ascii::escape_default(*b))
+            .map(char::from)
+            .collect();
+        return Err(LoadError::NotWasm {
+            plugin: name.to_owned(),
+            prefix,
+        });
+    }
+    if bytes.get(4..8) == Some(&CORE_VERSION[..]) {
+        return Err(LoadError::CoreModule {
+            plugin: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_kept_to_a_safe_alphabet() {
+        for good in ["hello", "cpu-metrics", "a_b.v2"] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "../etc", "a/b", ".hidden", "-x", "sp ace", &"x".repeat(65)] {
+            assert!(
+                matches!(validate_name(bad), Err(LoadError::InvalidName { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_files_are_told_apart() {
+        assert!(matches!(sniff("p", b""), Err(LoadError::Empty { .. })));
+        assert!(matches!(sniff("p", b"#!/bin/sh"), Err(LoadError::NotWasm { .. })));
+        assert!(matches!(
+            sniff("p", b"\0asm\x01\0\0\0"),
+            Err(LoadError::CoreModule { .. })
+        ));
+        assert!(sniff("p", b"\0asm\x0d\0\x01\0").is_ok());
+    }
+}

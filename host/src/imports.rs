@@ -1,0 +1,210 @@
+//! The host side of the WIT imports: `types` (the message resource), `log`, `config`,
+//! `store` and `emit`.
+//!
+//! Every import that writes is charged to the call's budgets before it has any effect.
+//! Going past the output or emit cap returns an error from the import, which traps the
+//! guest at that point: the call ends there, and the sandbox reports the limit it hit.
+
+use wasmtime::component::Resource;
+
+use crate::message::{Field, Message, Value, now_ns};
+use crate::output::LogLevel;
+use crate::sandbox::SandboxState;
+use crate::store::StoreError;
+use crate::world::bindings::corral::plugin::{config, emit, log, store, types};
+
+fn limit_trap(what: &str) -> wasmtime::Error {
+    wasmtime::format_err!("{what} limit exceeded")
+}
+
+impl SandboxState {
+    fn current(&self) -> wasmtime::Result<&Message> {
+        self.message
+            .as_ref()
+            .ok_or_else(|| wasmtime::format_err!("no message is being processed"))
+    }
+}
+
+impl types::Host for SandboxState {}
+
+impl types::HostMessage for SandboxState {
+    fn timestamp(&mut self, _: Resource<types::Message>) -> wasmtime::Result<i64> {
+        Ok(self.current()?.timestamp)
+    }
+
+    fn type_(&mut self, _: Resource<types::Message>) -> wasmtime::Result<String> {
+        Ok(self.current()?.type_.clone())
+    }
+
+    fn logger(&mut self, _: Resource<types::Message>) -> wasmtime::Result<String> {
+        Ok(self.current()?.logger.clone())
+    }
+
+    fn severity(&mut self, _: Resource<types::Message>) -> wasmtime::Result<i32> {
+        Ok(self.current()?.severity)
+    }
+
+    fn payload(&mut self, _: Resource<types::Message>) -> wasmtime::Result<String> {
+        Ok(self.current()?.payload.clone())
+    }
+
+    fn field(&mut self, _: Resource<types::Message>, name: String) -> wasmtime::Result<Option<types::Value>> {
+        Ok(self.current()?.field(&name).map(types::Value::from))
+    }
+
+    fn fields(&mut self, _: Resource<types::Message>) -> wasmtime::Result<Vec<types::Field>> {
+        Ok(self.current()?.fields.iter().map(types::Field::from).collect())
+    }
+
+    fn drop(&mut self, _: Resource<types::Message>) -> wasmtime::Result<()> {
+        // The guest only ever holds a borrow of the host's message, never an owned
+        // handle, so there is nothing to free.
+        Ok(())
+    }
+}
+
+impl log::Host for SandboxState {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            log::Level::Trace => LogLevel::Trace,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Error => LogLevel::Error,
+        };
+        if self.output.log(level, message) {
+            Ok(())
+        } else {
+            Err(limit_trap("output"))
+        }
+    }
+}
+
+impl config::Host for SandboxState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.config.get(&key).cloned())
+    }
+
+    fn entries(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}
+
+impl SandboxState {
+    fn check_key(&self, key: &str) -> Result<(), store::Error> {
+        let max = self.limits.store_key_bytes as usize;
+        if key.is_empty() {
+            Err(store::Error::InvalidKey("the key is empty".into()))
+        } else if key.len() > max {
+            Err(store::Error::InvalidKey(format!(
+                "the key is {} bytes, more than the {max} allowed",
+                key.len()
+            )))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl From<StoreError> for store::Error {
+    fn from(e: StoreError) -> store::Error {
+        match e {
+            StoreError::InvalidKey(m) => store::Error::InvalidKey(m),
+            StoreError::TooLarge(m) => store::Error::TooLarge(m),
+            StoreError::Other(m) => store::Error::Other(m),
+        }
+    }
+}
+
+impl store::Host for SandboxState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
+        Ok(self
+            .check_key(&key)
+            .and_then(|()| Ok(self.kv.get(&self.plugin, &key)?)))
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), store::Error>> {
+        let max = self.limits.store_value_bytes as usize;
+        Ok(self.check_key(&key).and_then(|()| {
+            if value.len() > max {
+                return Err(store::Error::TooLarge(format!(
+                    "the value is {} bytes, more than the {max} allowed",
+                    value.len()
+                )));
+            }
+            Ok(self.kv.set(&self.plugin, &key, &value)?)
+        }))
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, store::Error>> {
+        Ok(self
+            .check_key(&key)
+            .and_then(|()| Ok(self.kv.delete(&self.plugin, &key)?)))
+    }
+
+    fn list_keys(&mut self, prefix: String) -> wasmtime::Result<Result<Vec<String>, store::Error>> {
+        Ok(self.kv.list_keys(&self.plugin, &prefix).map_err(Into::into))
+    }
+}
+
+impl emit::Host for SandboxState {
+    fn emit(&mut self, message: types::OutMessage) -> wasmtime::Result<()> {
+        if self.emitted.len() >= self.limits.emits as usize {
+            self.emit_refused = true;
+            return Err(limit_trap("emit"));
+        }
+        let message = Message {
+            timestamp: message.timestamp.unwrap_or_else(now_ns),
+            type_: message.type_,
+            logger: if message.logger.is_empty() {
+                self.plugin.to_string()
+            } else {
+                message.logger
+            },
+            severity: message.severity,
+            payload: message.payload,
+            fields: message.fields.into_iter().map(Field::from).collect(),
+        };
+        if !self.output.charge(message.output_size()) {
+            return Err(limit_trap("output"));
+        }
+        self.emitted.push(message);
+        Ok(())
+    }
+}
+
+impl From<&Value> for types::Value {
+    fn from(v: &Value) -> types::Value {
+        match v {
+            Value::String(s) => types::Value::String(s.clone()),
+            Value::Bytes(b) => types::Value::Bytes(b.clone()),
+            Value::Int(i) => types::Value::Int(*i),
+            Value::Float(f) => types::Value::Float(*f),
+            Value::Bool(b) => types::Value::Bool(*b),
+        }
+    }
+}
+
+impl From<&Field> for types::Field {
+    fn from(f: &Field) -> types::Field {
+        types::Field {
+            name: f.name.clone(),
+            value: (&f.value).into(),
+        }
+    }
+}
+
+impl From<types::Field> for Field {
+    fn from(f: types::Field) -> Field {
+        Field {
+            name: f.name,
+            value: match f.value {
+                types::Value::String(s) => Value::String(s),
+                types::Value::Bytes(b) => Value::Bytes(b),
+                types::Value::Int(i) => Value::Int(i),
+                types::Value::Float(x) => Value::Float(x),
+                types::Value::Bool(b) => Value::Bool(b),
+            },
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Corral: WebAssembly component sandboxes for plugins, after Heka's Lua sandboxes.
+//!
+//! A plugin is a WebAssembly component built against the `corral:plugin/filter` world
+//! (`wit/plugin.wit`). The host loads it into a sandbox with hard limits — fuel per call,
+//! a memory cap, a wall-clock deadline, an output cap and an emit cap — and calls its
+//! two entry points, `process-message` and `timer-event`, as Heka called a sandbox's
+//! `process_message` and `timer_event`. A plugin that breaks a limit or traps loses its
+//! instance, not the host; one that fails fatally, or too often in a row, is terminated
+//! and says why.
+//!
+//! ```no_run
+//! use corral::{Host, Message, PluginOptions, Value};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let host = Host::new()?;
+//! let plugin = host.load_file("target/guests/counter.wasm", PluginOptions::default())?;
+//! plugin.process_message(&Message::new("nginx.access").with_field("status", Value::Int(200)))?;
+//! let outcome = plugin.timer_event(corral::now_ns())?;
+//! for message in &outcome.emitted {
+//!     println!("{}", message.to_json());
+//! }
+//! println!("{} calls", plugin.stats().calls());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `host/examples/embed.rs` is the same walk-through as a program.
+
+#![deny(missing_docs)]
+
+mod error;
+mod host;
+mod imports;
+mod limits;
+mod message;
+mod output;
+mod plugin;
+mod sandbox;
+mod stats;
+mod store;
+mod world;
+
+pub use error::{CallError, LoadError, Mismatch, WORLD};
+pub use host::{Host, HostBuilder, HostError};
+pub use limits::{Limit, Limits};
+pub use message::{DEFAULT_SEVERITY, Field, Message, Value, now_ns};
+pub use output::{LogLevel, LogLine, LogSource};
+pub use plugin::{CallOutcome, Plugin, PluginOptions, PluginState};
+pub use stats::{EntryStats, Stats};
+pub use store::{KvStore, MemoryStore, StoreError};
+pub use wasmtime::Trap;
+pub use world::{PLUGIN_PACKAGE_VERSION, WASI_VERSION, WorldReport};

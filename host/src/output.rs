@@ -1,0 +1,336 @@
+//! What a call writes: log lines, the guest's stdout and stderr, and the output cap.
+//!
+//! Heka capped the bytes a sandbox could output in one call; Corral counts everything a
+//! call writes against one budget — log lines, stdout and stderr bytes, and emitted
+//! messages — so a guest cannot flood the host through the channel that is not counted.
+//! The budget is shared by the sandbox's import implementations and its WASI streams,
+//! hence the `Arc<Mutex<…>>`; the lock is uncontended (one call at a time per sandbox).
+//!
+//! Stdout and stderr are split into lines and each line is logged under the plugin's
+//! name, at info for stdout and warn for stderr. The lines of the call in progress are
+//! also kept for the caller ([`crate::CallOutcome::logs`]), and the stderr text is kept
+//! so a panic's message can be reported in the error.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+
+/// A partial line longer than this is logged as a line of its own.
+const MAX_LINE: usize = 4096;
+/// How much of a call's stderr is kept to find a panic message in.
+const MAX_STDERR_KEPT: usize = 8192;
+
+/// How important a log line is; the WIT `level`, plus where the line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    /// Very detailed tracing.
+    Trace,
+    /// Debugging detail.
+    Debug,
+    /// Normal operation; also every line of stdout.
+    Info,
+    /// Unexpected but survived; also every line of stderr.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+/// Where a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogSource {
+    /// The `log` import.
+    Log,
+    /// The guest's standard output.
+    Stdout,
+    /// The guest's standard error.
+    Stderr,
+}
+
+/// One line a plugin logged or printed during a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// How important it is.
+    pub level: LogLevel,
+    /// Where it came from.
+    pub source: LogSource,
+    /// The text, without the line break; invalid UTF-8 is replaced.
+    pub message: String,
+}
+
+/// The output budget and captured lines of one sandbox, shared with its streams.
+#[derive(Debug, Clone)]
+pub(crate) struct Output(Arc<Mutex<OutputState>>);
+
+#[derive(Debug)]
+struct OutputState {
+    plugin: Arc<str>,
+    limit: u64,
+    used: u64,
+    exceeded: bool,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    stderr_kept: Vec<u8>,
+    lines: Vec<LogLine>,
+}
+
+/// What one call wrote, taken when it ends.
+#[derive(Debug, Default)]
+pub(crate) struct CallOutput {
+    pub used: u64,
+    pub exceeded: bool,
+    pub lines: Vec<LogLine>,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn new(plugin: Arc<str>, limit: u64) -> Output {
+        Output(Arc::new(Mutex::new(OutputState {
+            plugin,
+            limit,
+            used: 0,
+            exceeded: false,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stderr_kept: Vec::new(),
+            lines: Vec::new(),
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, OutputState> {
+        // The state is plain counters and buffers; a panic holding the lock cannot break
+        // an invariant worth refusing to read.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts a call with a fresh budget.
+    pub fn begin(&self) {
+        let mut s = self.state();
+        s.used = 0;
+        s.exceeded = false;
+        s.stderr_kept.clear();
+        s.lines.clear();
+    }
+
+    /// Counts `bytes` against the budget; `false` (and the budget marked exceeded) when
+    /// they do not fit.
+    pub fn charge(&self, bytes: u64) -> bool {
+        self.state().charge(bytes)
+    }
+
+    /// Logs one line from the `log` import, after charging it.
+    pub fn log(&self, level: LogLevel, message: String) -> bool {
+        let mut s = self.state();
+        if !s.charge(message.len() as u64) {
+            return false;
+        }
+        s.line(level, LogSource::Log, message);
+        true
+    }
+
+    /// Ends the call: flushes partial lines and hands back what it wrote.
+    pub fn end(&self) -> CallOutput {
+        let mut s = self.state();
+        s.flush_partial(LogSource::Stdout);
+        s.flush_partial(LogSource::Stderr);
+        CallOutput {
+            used: s.used,
+            exceeded: s.exceeded,
+            lines: std::mem::take(&mut s.lines),
+            stderr: String::from_utf8_lossy(&s.stderr_kept).into_owned(),
+        }
+    }
+
+    /// The stream to install as the guest's stdout or stderr.
+    pub fn stream(&self, source: LogSource) -> CaptureStream {
+        CaptureStream {
+            output: self.clone(),
+            source,
+        }
+    }
+}
+
+impl OutputState {
+    fn charge(&mut self, bytes: u64) -> bool {
+        if self.exceeded || self.used.saturating_add(bytes) > self.limit {
+            self.exceeded = true;
+            return false;
+        }
+        self.used += bytes;
+        true
+    }
+
+    fn write(&mut self, source: LogSource, bytes: &[u8]) -> bool {
+        if !self.charge(bytes.len() as u64) {
+            return false;
+        }
+        if source == LogSource::Stderr {
+            let room = MAX_STDERR_KEPT.saturating_sub(self.stderr_kept.len());
+            self.stderr_kept
+                .extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
+        for &b in bytes {
+            if b == b'\n' {
+                self.flush_partial(source);
+                continue;
+            }
+            let buf = self.buffer(source);
+            buf.push(b);
+            if buf.len() >= MAX_LINE {
+                self.flush_partial(source);
+            }
+        }
+        true
+    }
+
+    fn buffer(&mut self, source: LogSource) -> &mut Vec<u8> {
+        match source {
+            LogSource::Stderr => &mut self.stderr,
+            _ => &mut self.stdout,
+        }
+    }
+
+    fn flush_partial(&mut self, source: LogSource) {
+        let buf = std::mem::take(self.buffer(source));
+        if buf.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let text = text.strip_suffix('\r').unwrap_or(&text).to_owned();
+        let level = match source {
+            LogSource::Stderr => LogLevel::Warn,
+            _ => LogLevel::Info,
+        };
+        self.line(level, source, text);
+    }
+
+    fn line(&mut self, level: LogLevel, source: LogSource, message: String) {
+        emit_tracing(&self.plugin, level, source, &message);
+        self.lines.push(LogLine {
+            level,
+            source,
+            message,
+        });
+    }
+}
+
+fn emit_tracing(plugin: &str, level: LogLevel, source: LogSource, message: &str) {
+    let source = match source {
+        LogSource::Log => "log",
+        LogSource::Stdout => "stdout",
+        LogSource::Stderr => "stderr",
+    };
+    macro_rules! event {
+        ($level:expr) => {
+            tracing::event!(target: "corral::guest", $level, plugin, source, "{message}")
+        };
+    }
+    match level {
+        LogLevel::Trace => event!(tracing::Level::TRACE),
+        LogLevel::Debug => event!(tracing::Level::DEBUG),
+        LogLevel::Info => event!(tracing::Level::INFO),
+        LogLevel::Warn => event!(tracing::Level::WARN),
+        LogLevel::Error => event!(tracing::Level::ERROR),
+    }
+}
+
+/// A guest's stdout or stderr: every byte is charged to the call's output budget and
+/// split into logged lines. Writing past the budget traps the guest; the sandbox then
+/// reports the output limit.
+#[derive(Debug, Clone)]
+pub(crate) struct CaptureStream {
+    output: Output,
+    source: LogSource,
+}
+
+/// The most a guest may write in one `write` call; the budget is checked on the write.
+const PERMIT: usize = 64 << 10;
+
+impl CaptureStream {
+    fn write_bytes(&self, bytes: &[u8]) -> bool {
+        self.output.state().write(self.source, bytes)
+    }
+}
+
+impl IsTerminal for CaptureStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CaptureStream {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for CaptureStream {
+    fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {
+        if self.write_bytes(&bytes) {
+            Ok(())
+        } else {
+            Err(StreamError::trap("output limit exceeded"))
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(PERMIT)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for CaptureStream {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for CaptureStream {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(if self.write_bytes(buf) {
+            Ok(buf.len())
+        } else {
+            Err(io::Error::other("output limit exceeded"))
+        })
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_and_the_budget_is_shared() {
+        let out = Output::new("p".into(), 20);
+        out.begin();
+        let stdout = out.stream(LogSource::Stdout);
+        assert!(stdout.write_bytes(b"one\ntw"));
+        assert!(out.log(LogLevel::Error, "boom".into()));
+        assert!(stdout.write_bytes(b"o\n"));
+        assert!(!stdout.write_bytes(b"this does not fit"));
+        let call = out.end();
+        assert!(call.exceeded);
+        assert_eq!(call.used, 12);
+        let texts: Vec<_> = call.lines.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(texts, ["one", "boom", "two"]);
+        out.begin();
+        assert!(out.charge(20), "a new call gets a fresh budget");
+    }
+}

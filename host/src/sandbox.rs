@@ -1,0 +1,197 @@
+//! One instance of a plugin in its own wasmtime `Store`, and what it is allowed.
+//!
+//! The store's data ([`SandboxState`]) is everything the guest can reach: a WASI context
+//! that grants nothing (no files, no sockets, no environment, no arguments, an empty
+//! stdin; stdout and stderr captured), the plugin's config and store namespace, and the
+//! per-call budgets. A guest sees clocks and random, and nothing else of the host.
+//!
+//! After a trap an instance must not be entered again (wasmtime answers
+//! `CannotEnterComponent`), and its memory stays allocated as long as its store lives,
+//! so a trapped sandbox is dropped whole and the next call gets a new one from the
+//! plugin's pre-instantiated component.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::limits::Limits;
+use crate::message::Message;
+use crate::output::{LogSource, Output};
+use crate::store::KvStore;
+use crate::world::{Filter, FilterPre};
+
+/// Bytes counted for one table element against the memory cap.
+const TABLE_ELEMENT_BYTES: usize = 8;
+
+/// The host-side state of one instance: what its imports read and write.
+pub(crate) struct SandboxState {
+    pub plugin: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limiter: MemoryLimiter,
+    pub output: Output,
+    pub config: Arc<BTreeMap<String, String>>,
+    pub kv: Arc<dyn KvStore>,
+    pub limits: Arc<Limits>,
+    /// Messages emitted by the call in progress.
+    pub emitted: Vec<Message>,
+    /// Set when the call in progress tried to emit past the emit cap.
+    pub emit_refused: bool,
+    /// The message the call in progress was given; the guest's `borrow<message>` handle
+    /// always refers to this slot.
+    pub message: Option<Message>,
+}
+
+impl WasiView for SandboxState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Enforces [`Limits::memory_bytes`] over all of an instance's memories and tables, and
+/// remembers a refusal: a Rust guest whose allocation is refused aborts with a plain
+/// `unreachable` trap, so the refusal is the only reliable sign that memory was the cause.
+#[derive(Debug)]
+pub(crate) struct MemoryLimiter {
+    cap: usize,
+    pub current: usize,
+    pub peak: usize,
+    /// The total the guest asked for when it was refused, during the call in progress.
+    pub refused: Option<usize>,
+}
+
+impl MemoryLimiter {
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let total = self.current.saturating_sub(current).saturating_add(desired);
+        if total > self.cap {
+            self.refused = Some(total);
+            return false;
+        }
+        self.current = total;
+        self.peak = self.peak.max(total);
+        true
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(self.grow(current, desired))
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(self.grow(
+            current.saturating_mul(TABLE_ELEMENT_BYTES),
+            desired.saturating_mul(TABLE_ELEMENT_BYTES),
+        ))
+    }
+}
+
+/// A live instance and its store.
+pub(crate) struct Sandbox {
+    pub store: Store<SandboxState>,
+    pub filter: Filter,
+}
+
+/// What every instance of one plugin shares.
+#[derive(Clone)]
+pub(crate) struct SandboxSpec {
+    pub plugin: Arc<str>,
+    pub pre: FilterPre<SandboxState>,
+    pub limits: Arc<Limits>,
+    pub config: Arc<BTreeMap<String, String>>,
+    pub kv: Arc<dyn KvStore>,
+    pub output: Output,
+    pub epoch_tick: Duration,
+}
+
+impl SandboxSpec {
+    /// A new instance in a new store. Its start-up runs under the same fuel, deadline
+    /// and memory cap as a call, and what it prints is logged.
+    pub fn instantiate(&self) -> wasmtime::Result<Sandbox> {
+        let wasi = WasiCtxBuilder::new()
+            .stdout(self.output.stream(LogSource::Stdout))
+            .stderr(self.output.stream(LogSource::Stderr))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .build();
+        let state = SandboxState {
+            plugin: self.plugin.clone(),
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                cap: usize::try_from(self.limits.memory_bytes).unwrap_or(usize::MAX),
+                current: 0,
+                peak: 0,
+                refused: None,
+            },
+            output: self.output.clone(),
+            config: self.config.clone(),
+            kv: self.kv.clone(),
+            limits: self.limits.clone(),
+            emitted: Vec::new(),
+            emit_refused: false,
+            message: None,
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        self.arm(&mut store)?;
+        self.output.begin();
+        let filter = self.pre.instantiate(&mut store);
+        self.output.end();
+        Ok(Sandbox {
+            filter: filter?,
+            store,
+        })
+    }
+
+    /// Refills fuel and sets the deadline for the next entry into the guest.
+    pub fn arm(&self, store: &mut Store<SandboxState>) -> wasmtime::Result<()> {
+        store.set_fuel(self.limits.fuel)?;
+        store.set_epoch_deadline(deadline_ticks(self.limits.deadline, self.epoch_tick));
+        Ok(())
+    }
+}
+
+/// Epoch ticks for a deadline: rounded up, plus one because the first tick may come at
+/// once after the deadline is set.
+fn deadline_ticks(deadline: Duration, tick: Duration) -> u64 {
+    let tick = tick.as_nanos().max(1);
+    let ticks = deadline.as_nanos().div_ceil(tick);
+    u64::try_from(ticks).unwrap_or(u64::MAX - 1).saturating_add(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_ticks_round_up_and_never_reach_zero() {
+        let ms = Duration::from_millis;
+        assert_eq!(deadline_ticks(ms(10), ms(5)), 3);
+        assert_eq!(deadline_ticks(ms(11), ms(5)), 4);
+        assert_eq!(deadline_ticks(Duration::ZERO, ms(5)), 1);
+    }
+
+    #[test]
+    fn limiter_counts_every_memory_and_remembers_a_refusal() {
+        let mut l = MemoryLimiter {
+            cap: 100,
+            current: 0,
+            peak: 0,
+            refused: None,
+        };
+        assert!(l.grow(0, 60));
+        assert!(l.grow(0, 40), "a second memory fits exactly");
+        assert!(!l.grow(60, 61));
+        assert_eq!((l.current, l.peak, l.refused), (100, 100, Some(101)));
+    }
+}

@@ -1,0 +1,78 @@
+//! Per-plugin statistics, as Heka reported them for each sandbox.
+//!
+//! Heka's report listed memory, max memory, max instructions, max output, message and
+//! failure counts, inject counts and average durations. Corral keeps the same figures
+//! (fuel stands for instructions) per entry point, plus terminations and restarts.
+
+use std::time::Duration;
+
+/// Counters for one entry point.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryStats {
+    /// Calls made, failed or not; calls refused because the plugin was terminated are
+    /// not counted.
+    pub calls: u64,
+    /// Calls that failed, for any reason.
+    pub failures: u64,
+    /// Time spent in all calls.
+    pub total_duration: Duration,
+    /// The longest call.
+    pub max_duration: Duration,
+}
+
+impl EntryStats {
+    /// The mean duration of a call, zero before the first call.
+    pub fn average_duration(&self) -> Duration {
+        match u32::try_from(self.calls) {
+            Ok(0) => Duration::ZERO,
+            Ok(n) => self.total_duration / n,
+            Err(_) => Duration::from_secs_f64(self.total_duration.as_secs_f64() / self.calls as f64),
+        }
+    }
+
+    pub(crate) fn record(&mut self, took: Duration, failed: bool) {
+        self.calls += 1;
+        self.failures += u64::from(failed);
+        self.total_duration += took;
+        self.max_duration = self.max_duration.max(took);
+    }
+}
+
+/// A snapshot of one plugin's statistics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// `process-message` calls.
+    pub process_message: EntryStats,
+    /// `timer-event` calls.
+    pub timer_event: EntryStats,
+    /// Times the plugin was terminated (0 or 1 for one loaded plugin).
+    pub terminations: u64,
+    /// Instances created: 1 at load, plus one after each trap.
+    pub instances: u64,
+    /// The most fuel one call used.
+    pub max_fuel_used: u64,
+    /// Linear memory (and tables) the current instance holds, in bytes.
+    pub memory_bytes: u64,
+    /// The most memory any instance of the plugin held, in bytes.
+    pub peak_memory_bytes: u64,
+    /// The most output (log, stdout, stderr and emitted bytes) of one call.
+    pub max_output_bytes: u64,
+    /// Messages emitted by calls that succeeded.
+    pub emitted: u64,
+    /// Messages emitted by calls that then failed, and so discarded.
+    pub discarded: u64,
+    /// The last error, if any call failed.
+    pub last_error: Option<String>,
+}
+
+impl Stats {
+    /// Calls to both entry points.
+    pub fn calls(&self) -> u64 {
+        self.process_message.calls + self.timer_event.calls
+    }
+
+    /// Failed calls to both entry points.
+    pub fn failures(&self) -> u64 {
+        self.process_message.failures + self.timer_event.failures
+    }
+}

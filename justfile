@@ -1,0 +1,48 @@
+# Corral's front door. `just` lists the recipes.
+
+# Build the guests, then call the example plugins with the corral CLI.
+default:
+    @just --list
+
+# Add the wasm32-wasip2 target if this toolchain lacks it.
+target:
+    @rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+# Build every guest under guests/ into target/guests/<name>.wasm.
+guests: target
+    cd guests && cargo build --release
+    mkdir -p target/guests
+    for wasm in target/guest-build/wasm32-wasip2/release/*.wasm; do \
+        name=$(basename "$wasm" .wasm); cp "$wasm" "target/guests/$(echo "$name" | tr _ -).wasm"; \
+    done
+    @ls target/guests
+
+# Format check, clippy with warnings as errors, and every test.
+test: target
+    cargo fmt --all -- --check
+    cd guests && cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cd guests && cargo clippy --release -- -D warnings
+    cargo test --workspace
+
+# Format the host and the guests.
+fmt:
+    cargo fmt --all
+    cd guests && cargo fmt --all
+
+# Lint the host and the guests.
+lint: target
+    cargo clippy --workspace --all-targets -- -D warnings
+    cd guests && cargo clippy --release -- -D warnings
+
+# The main job: build the guests and run the example plugins through the corral CLI.
+run: guests
+    cargo build --release --bin corral
+    @echo "== corral check target/guests/hello.wasm"
+    target/release/corral check target/guests/hello.wasm
+    @echo "== corral call target/guests/hello.wasm --message ..."
+    target/release/corral call target/guests/hello.wasm --message '{"type":"login","logger":"alice"}'
+    @echo "== corral call target/guests/counter.wasm: three messages, then the timer"
+    target/release/corral call target/guests/counter.wasm --message '{"type":"login"}' --message '{"type":"logout"}' --message '{"type":"login"}' --timer
+    @echo "== corral call target/guests/infinite-loop.wasm: stopped by its fuel limit"
+    -target/release/corral call target/guests/infinite-loop.wasm --message '{}'

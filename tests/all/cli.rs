@@ -1,0 +1,116 @@
+//! The `corral` command: `check` and `call`, run as a user would.
+
+use std::process::{Command, Output};
+
+use corral::{Message, Value};
+use corral_test_guests as guests;
+
+fn corral(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the corral binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_prints_exports_and_imports_of_a_fitting_plugin() {
+    let out = corral(&["check", guests::HELLO]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("fits corral:plugin/filter@0.1.0"), "{stdout}");
+    assert!(
+        stdout.contains("  process-message\n") && stdout.contains("  timer-event\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  corral:plugin/emit@0.1.0\n"), "{stdout}");
+}
+
+#[test]
+fn check_fails_with_the_reason_for_another_world() {
+    let out = corral(&["check", guests::WRONG_WORLD]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("missing export `process-message`"), "{stderr}");
+}
+
+#[test]
+fn call_prints_emitted_messages_as_json_lines_and_logs_on_stderr() {
+    let out = corral(&[
+        "call",
+        guests::HELLO,
+        "--message",
+        r#"{"type":"login","logger":"carol"}"#,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<_> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let greeting = Message::from_json(lines[0]).unwrap();
+    assert_eq!(greeting.payload, "Hello, carol!");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("greeting a login message"), "{stderr}");
+}
+
+#[test]
+fn call_runs_messages_then_the_timer_on_one_instance() {
+    let out = corral(&[
+        "call",
+        guests::COUNTER,
+        "--message",
+        r#"{"type":"a"}"#,
+        "--message",
+        r#"{"type":"a"}"#,
+        "--timer",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let totals = Message::from_json(text(&out.stdout).trim()).unwrap();
+    assert_eq!(totals.field("a"), Some(&Value::Int(2)));
+}
+
+#[test]
+fn call_exits_non_zero_with_the_typed_reason() {
+    let out = corral(&[
+        "call",
+        guests::INFINITE_LOOP,
+        "--message",
+        "{}",
+        "--fuel",
+        "100000",
+    ]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("error: plugin `infinite-loop` exceeded its fuel limit: a call may use 100000 fuel"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn call_rejects_bad_message_json_with_the_position() {
+    let out = corral(&["call", guests::HELLO, "--message", r#"{"fileds":{}}"#]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("--message #1: invalid message JSON"), "{stderr}");
+    assert!(stderr.contains("unknown field `fileds`"), "{stderr}");
+}
+
+#[test]
+fn config_values_are_passed_with_config_flags() {
+    let out = corral(&[
+        "call",
+        guests::CONFIG_ECHO,
+        "--timer",
+        "--config",
+        "a=1",
+        "--config",
+        "b=x=y",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let echo = Message::from_json(text(&out.stdout).trim()).unwrap();
+    assert_eq!(echo.field("b"), Some(&Value::String("x=y".into())));
+}

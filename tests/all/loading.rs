@@ -1,0 +1,136 @@
+//! Files that are not plugins for this world are rejected with an error that names the
+//! plugin, the problem, and what to do.
+
+use corral::{LoadError, Mismatch, PluginOptions};
+use corral_test_guests as guests;
+
+use crate::support::host;
+
+fn load_bytes(name: &str, bytes: &[u8]) -> LoadError {
+    host()
+        .load(name, bytes, PluginOptions::default())
+        .expect_err("the load should fail")
+}
+
+#[test]
+fn an_empty_file_is_rejected() {
+    let error = load_bytes("empty", b"");
+    assert!(
+        matches!(&error, LoadError::Empty { plugin } if plugin == "empty"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn random_bytes_are_not_webassembly() {
+    let error = load_bytes("random", b"#!/bin/sh\necho hi\n");
+    assert!(matches!(error, LoadError::NotWasm { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("cargo build --target wasm32-wasip2"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_core_module_is_told_how_to_build_a_component() {
+    // The smallest valid core module: magic and version 1.
+    let error = load_bytes("core", b"\0asm\x01\0\0\0");
+    assert!(matches!(error, LoadError::CoreModule { .. }), "{error:?}");
+    let text = error.to_string();
+    assert!(
+        text.contains("core WebAssembly module, not a component"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wasm32-wasip2") && text.contains("wasm-tools component new"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_truncated_component_is_invalid() {
+    let bytes = std::fs::read(guests::HELLO).unwrap();
+    let error = load_bytes("truncated", &bytes[..bytes.len() / 2]);
+    assert!(
+        matches!(&error, LoadError::Invalid { plugin, .. } if plugin == "truncated"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_component_for_another_world_names_every_mismatch() {
+    let error = load_bytes("wrong-world", &std::fs::read(guests::WRONG_WORLD).unwrap());
+    let LoadError::Incompatible { plugin, problems } = &error else {
+        panic!("expected incompatible, got {error:?}");
+    };
+    assert_eq!(plugin, "wrong-world");
+    let expected = [
+        Mismatch::UnknownImport {
+            name: "acme:other/secrets@1.0.0".into(),
+        },
+        Mismatch::MissingExport {
+            name: "process-message".into(),
+        },
+        Mismatch::MissingExport {
+            name: "timer-event".into(),
+        },
+    ];
+    assert_eq!(problems, &expected);
+    let text = error.to_string();
+    assert!(
+        text.contains("does not fit the `corral:plugin/filter@0.1.0` world"),
+        "{text}"
+    );
+    assert!(text.contains("rebuild it against the WIT files"), "{text}");
+}
+
+#[test]
+fn a_plugin_built_against_another_version_names_both_versions() {
+    let error = load_bytes("other-version", &std::fs::read(guests::OTHER_VERSION).unwrap());
+    let LoadError::Incompatible { problems, .. } = &error else {
+        panic!("expected incompatible, got {error:?}");
+    };
+    assert_eq!(
+        problems,
+        &[Mismatch::ImportVersion {
+            name: "corral:plugin/log@0.2.0".into(),
+            found: "0.2.0".into(),
+            expected: "corral:plugin@0.1.0".into(),
+        }]
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("built against version 0.2.0, this host provides corral:plugin@0.1.0"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_file_is_a_read_error_naming_the_path() {
+    let error = host()
+        .load_file("/no/such/dir/ghost.wasm", PluginOptions::default())
+        .unwrap_err();
+    assert!(matches!(error, LoadError::Read { .. }), "{error:?}");
+    assert!(error.to_string().contains("/no/such/dir/ghost.wasm"), "{error}");
+}
+
+#[test]
+fn a_plugin_is_named_after_its_file() {
+    let plugin = host().load_file(guests::HELLO, PluginOptions::default()).unwrap();
+    assert_eq!(plugin.name(), "hello");
+    assert_eq!(plugin.version().len(), 64, "the version is a SHA-256 in hex");
+}
+
+#[test]
+fn check_reports_imports_and_exports_without_running() {
+    let report = host()
+        .check("counter", &std::fs::read(guests::COUNTER).unwrap())
+        .unwrap();
+    assert!(report.exports.iter().any(|e| e == "process-message"));
+    assert!(report.exports.iter().any(|e| e == "timer-event"));
+    assert!(
+        report.imports.iter().any(|i| i == "corral:plugin/store@0.1.0"),
+        "{:?}",
+        report.imports
+    );
+}

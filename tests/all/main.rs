@@ -1,0 +1,22 @@
+//! Corral's integration suite: real guest components, built from `guests/` by the
+//! `corral-test-guests` crate, loaded into real sandboxes.
+
+// Shared helpers: one host for the whole binary, loading guests, building messages.
+mod support;
+
+// The WIT contract end to end: greeting, counting in the store, config, message access.
+mod contract;
+// Fuel, memory, deadline, output and emit caps, each ending in its typed error.
+mod limits;
+// Panics and traps: surfaced with their message, and a fresh instance afterwards.
+mod traps;
+// The termination policy: fatal failures and consecutive failures.
+mod termination;
+// Files that are not plugins, or not for this world, rejected with clear errors.
+mod loading;
+// What WASI grants a guest: clocks and random, and nothing else.
+mod isolation;
+// Statistics as Heka reported them.
+mod stats;
+// The `corral` command line.
+mod cli;

@@ -1,0 +1,84 @@
+//! Builds every guest under `guests/` for `wasm32-wasip2`, leaves each component at
+//! `target/guests/<name>.wasm` (the path `just guests` also produces), and writes a path
+//! constant per guest for the tests. Cargo caches the guest build; this script reruns
+//! only when `guests/` or `wit/` change.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::{env, fs};
+
+fn main() {
+    let root = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap())
+        .parent()
+        .unwrap()
+        .to_owned();
+    let guests = root.join("guests");
+    let build_dir = root.join("target").join("guest-build");
+    let out_dir = root.join("target").join("guests");
+    println!("cargo:rerun-if-changed={}", guests.display());
+    println!("cargo:rerun-if-changed={}", root.join("wit").display());
+
+    let mut cargo = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo
+        .current_dir(&guests)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .arg(&build_dir);
+    // What the outer build sets for the host must not leak into the guest build.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_PROFILE_RELEASE_DEBUG",
+    ] {
+        cargo.env_remove(var);
+    }
+    let status = cargo.status().expect("cannot run cargo to build the guests");
+    if !status.success() {
+        panic!(
+            "building the guests in `{}` failed (see above). If the wasm32-wasip2 target is \
+             missing, run `rustup target add wasm32-wasip2` (`just test` does it for you).",
+            guests.display()
+        );
+    }
+
+    fs::create_dir_all(&out_dir).unwrap();
+    let mut constants = String::new();
+    for name in guest_names(&guests) {
+        let built = build_dir
+            .join("wasm32-wasip2/release")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        let dest = out_dir.join(format!("{name}.wasm"));
+        fs::copy(&built, &dest)
+            .unwrap_or_else(|e| panic!("cannot copy `{}` to `{}`: {e}", built.display(), dest.display()));
+        constants.push_str(&format!(
+            "/// `target/guests/{name}.wasm`, built from `guests/{name}`.\npub const {}: &str = {:?};\n",
+            name.to_uppercase().replace('-', "_"),
+            dest.display().to_string()
+        ));
+    }
+    fs::write(
+        PathBuf::from(env::var("OUT_DIR").unwrap()).join("guests.rs"),
+        constants,
+    )
+    .unwrap();
+}
+
+/// Every guest crate: each directory of `guests/` with a `Cargo.toml` that builds a
+/// component (`cdylib`), so the SDK crate is left out.
+fn guest_names(guests: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(guests)
+        .unwrap()
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let manifest = fs::read_to_string(path.join("Cargo.toml")).ok()?;
+            manifest
+                .contains("cdylib")
+                .then(|| path.file_name()?.to_str().map(str::to_owned))?
+        })
+        .collect();
+    names.sort();
+    names
+}
