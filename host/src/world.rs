@@ -39,7 +39,8 @@ const WASI_PACKAGES: [&str; 6] = ["io", "clocks", "random", "cli", "filesystem",
 /// What a component that fits the world imports and exports, for `corral check`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorldReport {
-    /// Every import's name, as the component spells it.
+    /// Every interface and function the component imports, as it spells them (type
+    /// imports, which a world's `use` adds, are left out).
     pub imports: Vec<String>,
     /// Every export's name.
     pub exports: Vec<String>,
@@ -54,16 +55,25 @@ pub(crate) fn link(
     component: &Component,
 ) -> Result<(FilterPre<SandboxState>, WorldReport), LoadError> {
     let ty = component.component_type();
-    let report = WorldReport {
-        imports: ty.imports(engine).map(|(name, _)| name.to_owned()).collect(),
-        exports: ty.exports(engine).map(|(name, _)| name.to_owned()).collect(),
-    };
     // A world's `use` shows up as a type import of the used name (`message`); those are
     // type-checked by the linker below. Interfaces and functions are judged by name.
-    let mut problems: Vec<Mismatch> = ty
-        .imports(engine)
-        .filter(|(_, e)| !matches!(e.ty, ComponentItem::Type(_) | ComponentItem::Resource(_)))
-        .filter_map(|(name, _)| check_import(name))
+    let is_type = |item: &ComponentItem| matches!(item, ComponentItem::Type(_) | ComponentItem::Resource(_));
+    let report = WorldReport {
+        imports: ty
+            .imports(engine)
+            .filter(|(_, e)| !is_type(&e.ty))
+            .map(|(name, _)| name.to_owned())
+            .collect(),
+        exports: ty
+            .exports(engine)
+            .filter(|(_, e)| !is_type(&e.ty))
+            .map(|(name, _)| name.to_owned())
+            .collect(),
+    };
+    let mut problems: Vec<Mismatch> = report
+        .imports
+        .iter()
+        .filter_map(|name| check_import(name))
         .collect();
     for name in EXPORTS {
         match ty.get_export(engine, name).map(|e| e.ty) {

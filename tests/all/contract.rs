@@ -149,3 +149,12 @@ fn timer_event_gets_the_time_it_was_given() {
     let tick = &echo.timer_event(42).unwrap().emitted[0];
     assert_eq!(tick.field("now-ns"), Some(&Value::Int(42)));
 }
+
+#[test]
+fn guest_memory_persists_between_calls_like_heka_globals() {
+    let echo = load("echo-globals", guests::ECHO);
+    let ticks: Vec<_> = (0..3)
+        .map(|_| echo.timer_event(0).unwrap().emitted[0].field("ticks").cloned())
+        .collect();
+    assert_eq!(ticks, [1, 2, 3].map(|n| Some(Value::Int(n))));
+}
