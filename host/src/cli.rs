@@ -53,14 +53,14 @@ struct LimitArgs {
     #[arg(long, default_value_t = Limits::DEFAULT_FUEL)]
     fuel: u64,
     /// Memory cap for the sandbox: bytes, or with a KiB, MiB or GiB suffix.
-    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = corral::parse_size)]
     memory: u64,
     /// Wall-clock deadline per call, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = Limits::DEFAULT_DEADLINE.as_millis() as u64)]
     deadline_ms: u64,
     /// Output cap per call (logs, stdout, stderr and emitted messages): bytes, or with
     /// a KiB, MiB or GiB suffix.
-    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = corral::parse_size)]
     output: u64,
     /// Messages one call may emit.
     #[arg(long, default_value_t = Limits::DEFAULT_EMITS)]
@@ -78,25 +78,6 @@ impl LimitArgs {
             ..Limits::default()
         }
     }
-}
-
-/// Parses `123`, `64KiB`, `16MiB`, `1GiB` (and `K`, `M`, `G`) into bytes.
-fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size: expected bytes, or e.g. 64KiB or 16MiB"))?;
-    let shift = match unit.trim() {
-        "" | "B" => 0,
-        "K" | "KiB" => 10,
-        "M" | "MiB" => 20,
-        "G" | "GiB" => 30,
-        other => return Err(format!("unknown size unit `{other}`: use KiB, MiB or GiB")),
-    };
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 pub fn run() -> anyhow::Result<ExitCode> {
@@ -179,22 +160,4 @@ fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         print(plugin.timer_event(now_ns)?);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes_take_binary_suffixes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
-        assert_eq!(parse_size("16M"), Ok(16 << 20));
-        assert!(
-            parse_size("12 parsecs")
-                .unwrap_err()
-                .contains("unknown size unit")
-        );
-        assert!(parse_size("lots").is_err());
-    }
 }

@@ -34,6 +34,14 @@ pub enum LoadError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The plugin's sidecar (`name.toml`) cannot be read or parsed.
+    #[error("invalid sidecar `{}`: {reason}", path.display())]
+    Sidecar {
+        /// The sidecar file.
+        path: PathBuf,
+        /// What is wrong, with the line, column and key.
+        reason: String,
+    },
     /// The file is empty.
     #[error("plugin `{plugin}` is empty: expected a WebAssembly component")]
     Empty {
@@ -227,6 +235,19 @@ pub enum CallError {
         /// Why it was terminated.
         reason: String,
     },
+    /// The plugin was replaced by a newer version or unloaded; calls through a
+    /// [`crate::Registry`] go to the newer version instead.
+    #[error("plugin `{plugin}` was replaced or unloaded")]
+    Unloaded {
+        /// The plugin's name.
+        plugin: String,
+    },
+    /// No plugin of that name is loaded.
+    #[error("no plugin named `{plugin}` is loaded")]
+    NotFound {
+        /// The name asked for.
+        plugin: String,
+    },
     /// A fresh instance could not be made after a trap.
     #[error("plugin `{plugin}` could not be restarted: {reason}")]
     Restart {
@@ -255,6 +276,8 @@ impl CallError {
             | CallError::Failed { plugin, .. }
             | CallError::Fatal { plugin, .. }
             | CallError::Terminated { plugin, .. }
+            | CallError::Unloaded { plugin }
+            | CallError::NotFound { plugin }
             | CallError::Restart { plugin, .. }
             | CallError::Host { plugin, .. } => plugin,
         }

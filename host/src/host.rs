@@ -8,7 +8,8 @@
 //! is gone.
 
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
+use crate::cache::CompileCache;
 use crate::error::LoadError;
 use crate::output::Output;
 use crate::plugin::{Plugin, PluginOptions};
@@ -38,6 +40,7 @@ pub struct HostError(String);
 pub struct HostBuilder {
     store: Option<Arc<dyn KvStore>>,
     epoch_tick: Duration,
+    cache_dir: Option<PathBuf>,
 }
 
 impl Default for HostBuilder {
@@ -45,6 +48,7 @@ impl Default for HostBuilder {
         HostBuilder {
             store: None,
             epoch_tick: HostBuilder::DEFAULT_EPOCH_TICK,
+            cache_dir: None,
         }
     }
 }
@@ -64,6 +68,14 @@ impl HostBuilder {
     /// plugin's deadline (default 5 ms).
     pub fn epoch_tick(mut self, tick: Duration) -> HostBuilder {
         self.epoch_tick = tick.max(Duration::from_micros(100));
+        self
+    }
+
+    /// Keeps compiled components on disk under `dir`, keyed by content and engine
+    /// settings, so a restart or a re-drop of a known file does not compile again
+    /// (default: no disk cache, only the in-memory memo).
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> HostBuilder {
+        self.cache_dir = Some(dir.into());
         self
     }
 
@@ -99,6 +111,8 @@ impl HostBuilder {
             .map_err(|e| fail(&e))?;
 
         Ok(Host {
+            cache: self.cache_dir.map(|dir| CompileCache::new(&dir, &engine)),
+            counters: Arc::default(),
             engine,
             linker: Arc::new(linker),
             store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
@@ -117,6 +131,26 @@ pub struct Host {
     store: Arc<dyn KvStore>,
     epoch_tick: Duration,
     memo: Arc<Mutex<Memo>>,
+    cache: Option<CompileCache>,
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    memo_hits: AtomicU64,
+    cache_hits: AtomicU64,
+    compiled: AtomicU64,
+}
+
+/// Where the components a host loaded came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompileStats {
+    /// Found compiled in memory.
+    pub memo_hits: u64,
+    /// Found in the disk cache.
+    pub cache_hits: u64,
+    /// Compiled.
+    pub compiled: u64,
 }
 
 /// Recently compiled components by the SHA-256 of their bytes, oldest first.
@@ -127,6 +161,7 @@ impl std::fmt::Debug for Host {
         f.debug_struct("Host")
             .field("store", &self.store)
             .field("epoch_tick", &self.epoch_tick)
+            .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
 }
@@ -191,6 +226,16 @@ impl Host {
         Plugin::start(spec, hex(&digest), report)
     }
 
+    /// How many components were found in memory, found in the disk cache, or compiled.
+    pub fn compile_stats(&self) -> CompileStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        CompileStats {
+            memo_hits: read(&self.counters.memo_hits),
+            cache_hits: read(&self.counters.cache_hits),
+            compiled: read(&self.counters.compiled),
+        }
+    }
+
     /// Checks that `bytes` are a component fitting the world, without running it.
     ///
     /// # Errors
@@ -215,14 +260,35 @@ impl Host {
 
     fn compile(&self, name: &str, bytes: &[u8], digest: [u8; 32]) -> Result<Component, LoadError> {
         let memo = || self.memo.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed);
         if let Some((_, c)) = memo().iter().find(|(d, _)| *d == digest) {
+            count(&self.counters.memo_hits);
             return Ok(c.clone());
         }
-        // Compiling takes milliseconds to seconds: never hold the memo's lock meanwhile.
-        let component = Component::from_binary(&self.engine, bytes).map_err(|e| LoadError::Invalid {
-            plugin: name.to_owned(),
-            reason: format!("{e:#}"),
-        })?;
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.get(&self.engine, &digest));
+        let component = match cached {
+            Some(component) => {
+                count(&self.counters.cache_hits);
+                component
+            }
+            None => {
+                count(&self.counters.compiled);
+                // Compiling takes milliseconds to seconds: never hold the memo's lock
+                // meanwhile.
+                let component =
+                    Component::from_binary(&self.engine, bytes).map_err(|e| LoadError::Invalid {
+                        plugin: name.to_owned(),
+                        reason: format!("{e:#}"),
+                    })?;
+                if let Some(cache) = &self.cache {
+                    cache.put(&digest, &component);
+                }
+                component
+            }
+        };
         let mut memo = memo();
         if memo.len() == MEMO_ENTRIES {
             memo.pop_front();
@@ -248,7 +314,7 @@ fn plugin_name(path: &Path) -> Result<String, LoadError> {
 
 /// Plugin names become store namespaces, log fields and (later) URL segments: keep them
 /// to a safe alphabet.
-fn validate_name(name: &str) -> Result<(), LoadError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), LoadError> {
     let reason = if name.is_empty() {
         "the name is empty"
     } else if name.len() > MAX_NAME {
@@ -295,6 +361,11 @@ fn sniff(name: &str, bytes: &[u8]) -> Result<(), LoadError> {
         });
     }
     Ok(())
+}
+
+/// The version of a plugin with these bytes: their SHA-256 in hex.
+pub(crate) fn content_version(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 fn hex(bytes: &[u8]) -> String {

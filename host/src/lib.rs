@@ -28,6 +28,7 @@
 
 #![deny(missing_docs)]
 
+mod cache;
 mod error;
 mod host;
 mod imports;
@@ -35,18 +36,24 @@ mod limits;
 mod message;
 mod output;
 mod plugin;
+mod registry;
 mod sandbox;
+mod sidecar;
 mod stats;
 mod store;
+mod watcher;
 mod world;
 
 pub use error::{CallError, LoadError, Mismatch, WORLD};
-pub use host::{Host, HostBuilder, HostError};
-pub use limits::{Limit, Limits};
+pub use host::{CompileStats, Host, HostBuilder, HostError};
+pub use limits::{Limit, Limits, parse_size};
 pub use message::{DEFAULT_SEVERITY, Field, Message, Value, now_ns};
 pub use output::{LogLevel, LogLine, LogSource};
 pub use plugin::{CallOutcome, Plugin, PluginOptions, PluginState};
+pub use registry::{Event, Installed, PluginHandle, PluginStatus, Registry, StateHandoff};
+pub use sidecar::Sidecar;
 pub use stats::{EntryStats, Stats};
 pub use store::{KvStore, MemoryStore, StoreError};
 pub use wasmtime::Trap;
+pub use watcher::{DEBOUNCE, WatchError, Watcher};
 pub use world::{PLUGIN_PACKAGE_VERSION, WASI_VERSION, WorldReport};

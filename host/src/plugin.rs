@@ -84,6 +84,7 @@ pub struct CallOutcome {
 /// `&self`, and calls on one plugin wait for each other.
 pub struct Plugin {
     spec: SandboxSpec,
+    stateful: bool,
     version: String,
     report: WorldReport,
     cell: Mutex<Cell>,
@@ -94,6 +95,9 @@ struct Cell {
     sandbox: Option<Sandbox>,
     state: PluginState,
     consecutive_failures: u32,
+    /// Replaced by a newer version or unloaded: calls are refused with
+    /// [`CallError::Unloaded`] so that a registry retries them on the newer version.
+    retired: bool,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -140,6 +144,7 @@ impl Plugin {
         })?;
         let memory = sandbox.store.data().limiter.current as u64;
         Ok(Plugin {
+            stateful: sandbox.state.is_some(),
             stats: Mutex::new(Stats {
                 instances: 1,
                 memory_bytes: memory,
@@ -150,6 +155,7 @@ impl Plugin {
                 sandbox: Some(sandbox),
                 state: PluginState::Running,
                 consecutive_failures: 0,
+                retired: false,
             }),
             spec,
             version,
@@ -213,6 +219,11 @@ impl Plugin {
 
     fn call(&self, entry: Entry<'_>) -> Result<CallOutcome, CallError> {
         let mut cell = lock(&self.cell);
+        if cell.retired {
+            return Err(CallError::Unloaded {
+                plugin: self.name().to_owned(),
+            });
+        }
         if let PluginState::Terminated { reason } = &cell.state {
             return Err(CallError::Terminated {
                 plugin: self.name().to_owned(),
@@ -300,7 +311,7 @@ impl Plugin {
                 }
             }
         }
-        let Sandbox { store, filter } = cell.sandbox.as_mut().expect("instantiated above");
+        let Sandbox { store, filter, .. } = cell.sandbox.as_mut().expect("instantiated above");
         if let Err(e) = self.spec.arm(store) {
             return (
                 Err(CallError::Host {
@@ -412,6 +423,89 @@ impl Plugin {
             }
         };
         (result, facts)
+    }
+}
+
+/// Exclusive hold on a plugin that is being replaced or unloaded: no call runs while it
+/// is held, and every later call is refused with [`CallError::Unloaded`].
+pub(crate) struct Retiring<'a> {
+    plugin: &'a Plugin,
+    cell: MutexGuard<'a, Cell>,
+}
+
+impl Plugin {
+    /// Whether the plugin exports the `corral:plugin/state` interface, and so keeps its
+    /// state when it is replaced.
+    pub fn preserves_state(&self) -> bool {
+        self.stateful
+    }
+
+    /// Waits for the call in progress, if any, then retires the plugin.
+    pub(crate) fn retire(&self) -> Retiring<'_> {
+        let mut cell = lock(&self.cell);
+        cell.retired = true;
+        Retiring { plugin: self, cell }
+    }
+
+    /// Hands `data` to the guest's `state.restore`. On failure the instance is dropped,
+    /// so the plugin starts empty rather than half-restored.
+    pub(crate) fn restore_state(&self, data: Vec<u8>) -> Result<(), String> {
+        let mut cell = lock(&self.cell);
+        let result = match cell.sandbox.as_mut() {
+            Some(sandbox) => match sandbox.state {
+                Some(funcs) => {
+                    self.run_state_call(sandbox, |store| funcs.restore.call(store, (data,)).map(|(r,)| r))
+                }
+                None => Err("the new version does not export the state interface".to_owned()),
+            },
+            None => Err("the new version has no instance".to_owned()),
+        };
+        if result.is_err() {
+            cell.sandbox = None;
+        }
+        result
+    }
+
+    fn run_state_call<R>(
+        &self,
+        sandbox: &mut Sandbox,
+        call: impl FnOnce(
+            &mut wasmtime::Store<crate::sandbox::SandboxState>,
+        ) -> wasmtime::Result<Result<R, String>>,
+    ) -> Result<R, String> {
+        self.spec.arm(&mut sandbox.store).map_err(|e| format!("{e:#}"))?;
+        self.spec.output.begin();
+        let result = call(&mut sandbox.store);
+        self.spec.output.end();
+        match result {
+            Ok(result) => result,
+            Err(trap) => Err(match trap.downcast_ref::<Trap>() {
+                Some(trap) => format!("trapped: {trap}"),
+                None => format!("{trap:#}"),
+            }),
+        }
+    }
+}
+
+impl Retiring<'_> {
+    /// The state saved by the guest's `state.save`: `None` when there is nothing to save
+    /// (the plugin does not export the interface, is terminated, or lost its instance
+    /// to a trap on its last call).
+    pub fn save(&mut self) -> Option<Result<Vec<u8>, String>> {
+        if self.cell.state != PluginState::Running {
+            return None;
+        }
+        let sandbox = self.cell.sandbox.as_mut()?;
+        let funcs = sandbox.state?;
+        Some(
+            self.plugin
+                .run_state_call(sandbox, |store| funcs.save.call(store, ()).map(|(r,)| r)),
+        )
+    }
+
+    /// Frees the instance now rather than when the last handle to the plugin goes.
+    pub fn drop_instance(&mut self) {
+        self.cell.sandbox = None;
     }
 }
 

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Instance, ResourceTable, TypedFunc};
 use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -93,10 +93,40 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// The optional `corral:plugin/state` export.
+pub(crate) const STATE_INTERFACE: &str = "corral:plugin/state@0.1.0";
+
+/// `state.save` and `state.restore`, when the plugin exports them.
+#[derive(Clone, Copy)]
+pub(crate) struct StateFuncs {
+    pub save: TypedFunc<(), (Result<Vec<u8>, String>,)>,
+    pub restore: TypedFunc<(Vec<u8>,), (Result<(), String>,)>,
+}
+
 /// A live instance and its store.
 pub(crate) struct Sandbox {
     pub store: Store<SandboxState>,
     pub filter: Filter,
+    pub state: Option<StateFuncs>,
+}
+
+/// Finds the state interface among the instance's exports: `None` when the plugin does
+/// not export it, an error when it exports it with other types.
+fn state_funcs(store: &mut Store<SandboxState>, instance: &Instance) -> wasmtime::Result<Option<StateFuncs>> {
+    let Some(interface) = instance.get_export_index(&mut *store, None, STATE_INTERFACE) else {
+        return Ok(None);
+    };
+    let func = |store: &mut Store<SandboxState>, name: &str| {
+        instance
+            .get_export_index(&mut *store, Some(&interface), name)
+            .ok_or_else(|| wasmtime::format_err!("`{STATE_INTERFACE}` does not export `{name}`"))
+    };
+    let save = func(store, "save")?;
+    let restore = func(store, "restore")?;
+    Ok(Some(StateFuncs {
+        save: instance.get_typed_func(&mut *store, save)?,
+        restore: instance.get_typed_func(&mut *store, restore)?,
+    }))
 }
 
 /// What every instance of one plugin shares.
@@ -145,10 +175,12 @@ impl SandboxSpec {
         store.limiter(|s| &mut s.limiter);
         self.arm(&mut store)?;
         self.output.begin();
-        let filter = self.pre.instantiate(&mut store);
+        let instance = self.pre.instance_pre().instantiate(&mut store);
         self.output.end();
+        let instance = instance?;
         Ok(Sandbox {
-            filter: filter?,
+            filter: Filter::new(&mut store, &instance)?,
+            state: state_funcs(&mut store, &instance)?,
             store,
         })
     }

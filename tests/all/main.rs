@@ -20,3 +20,5 @@ mod isolation;
 mod stats;
 // The `corral` command line.
 mod cli;
+// The watch directory: load, swap with state handoff, unload, bad files, the cache.
+mod hot_swap;

@@ -1,0 +1,455 @@
+//! Plugins by name, swapped in place.
+//!
+//! The registry maps a name to the plugin serving it. The call path takes a read lock
+//! long enough to clone an `Arc` — it never waits on a compile, which happens before the
+//! swap, away from the map. A swap then:
+//!
+//! 1. retires the old version: waits for its call in progress, if any, and refuses
+//!    later calls on it with [`CallError::Unloaded`];
+//! 2. hands state over: `state.save` on the old version, `state.restore` on the new
+//!    (unless the sidecar's `preservation-version` changed, or either side does not
+//!    export the state interface);
+//! 3. publishes the new version in the map, and only then lets go of the old one.
+//!
+//! A call that raced the swap and reached the old version after step 1 is retried on
+//! the new one, so every call is answered by exactly one version and none is lost.
+//! Calls already running on the old version finish there; its memory goes when the last
+//! of them does. A load that fails leaves the working version in place and records the
+//! error in the plugin's status.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::SystemTime;
+
+use crate::error::{CallError, LoadError};
+use crate::host::{Host, content_version};
+use crate::message::Message;
+use crate::plugin::{CallOutcome, Plugin, PluginState};
+use crate::sidecar::Sidecar;
+
+/// How often a call is retried after finding its plugin retired by a swap. One retry
+/// suffices (the new version is published before the old one is let go); the bound only
+/// keeps a pathological swap storm from looping forever.
+const MAX_RETRIES: usize = 8;
+
+/// Something that happened to a plugin in the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A plugin was loaded under a new name.
+    Loaded {
+        /// Its name.
+        name: String,
+        /// Its content version (SHA-256 of the component, hex).
+        version: String,
+    },
+    /// A new version replaced a running one.
+    Replaced {
+        /// Its name.
+        name: String,
+        /// The version replaced.
+        old_version: String,
+        /// The version now serving.
+        new_version: String,
+        /// What became of the old version's state.
+        state: StateHandoff,
+    },
+    /// A plugin was unloaded (its file was removed).
+    Unloaded {
+        /// Its name.
+        name: String,
+        /// The version that was serving.
+        version: String,
+    },
+    /// A file or sidecar failed to load; any working version keeps serving.
+    Failed {
+        /// The plugin's name.
+        name: String,
+        /// Why, naming the file.
+        error: String,
+    },
+}
+
+/// What became of a plugin's state when it was replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateHandoff {
+    /// The old or the new version does not export the state interface.
+    NotExported,
+    /// There was nothing to save: the old version was terminated or had lost its
+    /// instance to a trap.
+    Nothing,
+    /// Saved from the old version and restored into the new one.
+    Restored {
+        /// The size of the saved state.
+        bytes: usize,
+    },
+    /// The sidecar's preservation version changed, so the state was not carried over.
+    Discarded {
+        /// The old sidecar's preservation version.
+        old: u64,
+        /// The new one.
+        new: u64,
+    },
+    /// `state.save` failed; the new version started empty.
+    SaveFailed(String),
+    /// `state.restore` failed; the new version started empty.
+    RestoreFailed(String),
+}
+
+/// What the registry knows of one name.
+#[derive(Debug, Clone)]
+pub struct PluginStatus {
+    /// The name.
+    pub name: String,
+    /// The version serving, if any loaded; read its state and stats from it.
+    pub plugin: Option<Arc<Plugin>>,
+    /// When the serving version was loaded.
+    pub loaded_at: Option<SystemTime>,
+    /// The last failed attempt to load this name, if it failed after the last success.
+    pub load_error: Option<String>,
+    /// The file the serving version was loaded from, if it came from a file.
+    pub path: Option<PathBuf>,
+}
+
+/// What [`Registry::install`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Installed {
+    /// Loaded under a new name.
+    Loaded,
+    /// Replaced the running version.
+    Replaced(StateHandoff),
+    /// The same content and settings were already serving: nothing was done.
+    Unchanged,
+}
+
+#[derive(Clone, Default)]
+struct Entry {
+    plugin: Option<Arc<Plugin>>,
+    sidecar: Sidecar,
+    loaded_at: Option<SystemTime>,
+    load_error: Option<String>,
+    path: Option<PathBuf>,
+}
+
+struct Inner {
+    host: Host,
+    entries: RwLock<HashMap<String, Entry>>,
+    subscribers: Mutex<Vec<Sender<Event>>>,
+    /// Loads, swaps and unloads happen one at a time; calls never take this lock.
+    changes: Mutex<()>,
+}
+
+/// Plugins by name, replaceable while they serve. Cheap to clone: clones share the
+/// plugins.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("names", &self.names())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A plugin's name bound to a registry: every call goes to whichever version serves the
+/// name at that moment.
+#[derive(Debug, Clone)]
+pub struct PluginHandle {
+    registry: Registry,
+    name: String,
+}
+
+impl PluginHandle {
+    /// The name it calls.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Calls `process-message` on the version serving the name.
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::process_message`].
+    pub fn process_message(&self, message: &Message) -> Result<CallOutcome, CallError> {
+        self.registry.process_message(&self.name, message)
+    }
+
+    /// Calls `timer-event` on the version serving the name.
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::process_message`].
+    pub fn timer_event(&self, now_ns: i64) -> Result<CallOutcome, CallError> {
+        self.registry.timer_event(&self.name, now_ns)
+    }
+
+    /// The name's status.
+    pub fn status(&self) -> Option<PluginStatus> {
+        self.registry.status(&self.name)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Registry {
+    /// An empty registry loading through `host`.
+    pub fn new(host: Host) -> Registry {
+        Registry {
+            inner: Arc::new(Inner {
+                host,
+                entries: RwLock::new(HashMap::new()),
+                subscribers: Mutex::new(Vec::new()),
+                changes: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The host plugins are loaded through.
+    pub fn host(&self) -> &Host {
+        &self.inner.host
+    }
+
+    /// The version serving `name`, if one is loaded.
+    pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.read().get(name).and_then(|e| e.plugin.clone())
+    }
+
+    /// A handle that calls whichever version serves `name`.
+    pub fn handle(&self, name: impl Into<String>) -> PluginHandle {
+        PluginHandle {
+            registry: self.clone(),
+            name: name.into(),
+        }
+    }
+
+    /// Every name the registry knows, loaded or failed, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// What the registry knows of `name`.
+    pub fn status(&self, name: &str) -> Option<PluginStatus> {
+        self.read().get(name).map(|e| status(name, e))
+    }
+
+    /// The status of every name, sorted by name.
+    pub fn statuses(&self) -> Vec<PluginStatus> {
+        let mut all: Vec<PluginStatus> = self.read().iter().map(|(n, e)| status(n, e)).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// A channel of every event from now on. Dropping the receiver unsubscribes.
+    pub fn subscribe(&self) -> Receiver<Event> {
+        let (tx, rx) = channel();
+        lock(&self.inner.subscribers).push(tx);
+        rx
+    }
+
+    /// Calls `process-message` on the version serving `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::NotFound`] when no plugin of that name is loaded, or the call's own
+    /// error.
+    pub fn process_message(&self, name: &str, message: &Message) -> Result<CallOutcome, CallError> {
+        self.call(name, |p| p.process_message(message))
+    }
+
+    /// Calls `timer-event` on the version serving `name`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::process_message`].
+    pub fn timer_event(&self, name: &str, now_ns: i64) -> Result<CallOutcome, CallError> {
+        self.call(name, |p| p.timer_event(now_ns))
+    }
+
+    fn call(
+        &self,
+        name: &str,
+        call: impl Fn(&Plugin) -> Result<CallOutcome, CallError>,
+    ) -> Result<CallOutcome, CallError> {
+        let mut result = Err(CallError::NotFound {
+            plugin: name.to_owned(),
+        });
+        for _ in 0..MAX_RETRIES {
+            let Some(plugin) = self.get(name) else {
+                return Err(CallError::NotFound {
+                    plugin: name.to_owned(),
+                });
+            };
+            result = call(&plugin);
+            if !matches!(result, Err(CallError::Unloaded { .. })) {
+                break;
+            }
+        }
+        result
+    }
+
+    /// Loads `bytes` under `name` with `sidecar`'s settings, replacing the version
+    /// serving it (see the module docs for how). Content and settings identical to the
+    /// running version's are not reloaded; a terminated plugin is reloaded even then.
+    ///
+    /// # Errors
+    ///
+    /// The [`LoadError`], also recorded in the name's status and sent as
+    /// [`Event::Failed`]; the serving version, if any, is untouched.
+    pub fn install(&self, name: &str, bytes: &[u8], sidecar: Sidecar) -> Result<Installed, LoadError> {
+        self.install_from(name, bytes, sidecar, None)
+    }
+
+    pub(crate) fn install_from(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        sidecar: Sidecar,
+        path: Option<PathBuf>,
+    ) -> Result<Installed, LoadError> {
+        let _changes = lock(&self.inner.changes);
+        let current = self.read().get(name).cloned().unwrap_or_default();
+        if let Some(old) = &current.plugin
+            && old.version() == content_version(bytes)
+            && current.sidecar == sidecar
+            && old.state() == PluginState::Running
+        {
+            if current.load_error.is_some() {
+                self.write().entry(name.to_owned()).or_default().load_error = None;
+            }
+            return Ok(Installed::Unchanged);
+        }
+        let new = match self.inner.host.load(name, bytes, sidecar.options.clone()) {
+            Ok(plugin) => Arc::new(plugin),
+            Err(error) => {
+                self.fail(name, &error);
+                return Err(error);
+            }
+        };
+        let entry = Entry {
+            plugin: Some(new.clone()),
+            sidecar: sidecar.clone(),
+            loaded_at: Some(SystemTime::now()),
+            load_error: None,
+            path,
+        };
+        let Some(old) = current.plugin else {
+            self.write().insert(name.to_owned(), entry);
+            tracing::info!(plugin = name, version = new.version(), "plugin loaded");
+            self.send(Event::Loaded {
+                name: name.to_owned(),
+                version: new.version().to_owned(),
+            });
+            return Ok(Installed::Loaded);
+        };
+
+        let mut retiring = old.retire();
+        let handoff = if !old.preserves_state() || !new.preserves_state() {
+            StateHandoff::NotExported
+        } else if current.sidecar.preservation_version != sidecar.preservation_version {
+            StateHandoff::Discarded {
+                old: current.sidecar.preservation_version,
+                new: sidecar.preservation_version,
+            }
+        } else {
+            match retiring.save() {
+                None => StateHandoff::Nothing,
+                Some(Err(e)) => StateHandoff::SaveFailed(e),
+                Some(Ok(data)) => {
+                    let bytes = data.len();
+                    match new.restore_state(data) {
+                        Ok(()) => StateHandoff::Restored { bytes },
+                        Err(e) => StateHandoff::RestoreFailed(e),
+                    }
+                }
+            }
+        };
+        retiring.drop_instance();
+        self.write().insert(name.to_owned(), entry);
+        drop(retiring);
+
+        match &handoff {
+            StateHandoff::SaveFailed(e) | StateHandoff::RestoreFailed(e) => {
+                tracing::warn!(
+                    plugin = name,
+                    "state not carried over, the new version starts empty: {e}"
+                )
+            }
+            _ => {}
+        }
+        tracing::info!(plugin = name, old = old.version(), new = new.version(), state = ?handoff, "plugin replaced");
+        self.send(Event::Replaced {
+            name: name.to_owned(),
+            old_version: old.version().to_owned(),
+            new_version: new.version().to_owned(),
+            state: handoff.clone(),
+        });
+        Ok(Installed::Replaced(handoff))
+    }
+
+    /// Unloads `name` once its call in progress, if any, has finished. Returns whether a
+    /// plugin was serving it.
+    pub fn unload(&self, name: &str) -> bool {
+        let _changes = lock(&self.inner.changes);
+        let Some(old) = self.get(name) else {
+            self.write().remove(name);
+            return false;
+        };
+        let mut retiring = old.retire();
+        retiring.drop_instance();
+        self.write().remove(name);
+        drop(retiring);
+        tracing::info!(plugin = name, version = old.version(), "plugin unloaded");
+        self.send(Event::Unloaded {
+            name: name.to_owned(),
+            version: old.version().to_owned(),
+        });
+        true
+    }
+
+    /// Records a failed load of `name` (a bad file or sidecar) without touching the
+    /// serving version.
+    pub(crate) fn fail(&self, name: &str, error: &LoadError) {
+        let error = error.to_string();
+        tracing::warn!(plugin = name, "load failed, any serving version stays: {error}");
+        self.write().entry(name.to_owned()).or_default().load_error = Some(error.clone());
+        self.send(Event::Failed {
+            name: name.to_owned(),
+            error,
+        });
+    }
+
+    /// The file `name` was loaded from, if any.
+    pub(crate) fn path_of(&self, name: &str) -> Option<PathBuf> {
+        self.read().get(name).and_then(|e| e.path.clone())
+    }
+
+    fn send(&self, event: Event) {
+        lock(&self.inner.subscribers).retain(|tx| tx.send(event.clone()).is_ok());
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
+        self.inner.entries.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
+        self.inner.entries.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn status(name: &str, entry: &Entry) -> PluginStatus {
+    PluginStatus {
+        name: name.to_owned(),
+        plugin: entry.plugin.clone(),
+        loaded_at: entry.loaded_at,
+        load_error: entry.load_error.clone(),
+        path: entry.path.clone(),
+    }
+}

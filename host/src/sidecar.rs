@@ -1,0 +1,261 @@
+//! The sidecar: `name.toml` beside `name.wasm`, holding the plugin's limits, config
+//! values and state preservation version.
+//!
+//! ```toml
+//! # Bump when the saved state's format changes: saved state is then discarded.
+//! preservation-version = 2
+//!
+//! [limits]
+//! fuel = 50_000_000
+//! memory = "32MiB"           # bytes, or a string with KiB, MiB or GiB
+//! deadline-ms = 250
+//! output = "128KiB"
+//! emits = 10
+//! max-consecutive-failures = 3
+//! store-key-bytes = 256
+//! store-value-bytes = "64KiB"
+//!
+//! [config]                   # what the plugin reads through its config import
+//! greeting = "Howdy"
+//! threshold = 5              # numbers and booleans are passed as their text
+//! ```
+//!
+//! Every key is optional; a missing key keeps its default. Unknown keys and bad values
+//! are errors that give the line, the column and the key, so a typo never silently falls
+//! back to a default.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use crate::error::LoadError;
+use crate::limits::{Limits, parse_size};
+use crate::plugin::PluginOptions;
+
+/// A plugin's settings from its sidecar file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sidecar {
+    /// Limits and config values.
+    pub options: PluginOptions,
+    /// The version of the plugin's saved-state format (default 0). When a swap changes
+    /// it, the old version's state is discarded instead of restored.
+    pub preservation_version: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct File {
+    preservation_version: Option<u64>,
+    limits: Option<LimitsFile>,
+    config: Option<BTreeMap<String, ConfigValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct LimitsFile {
+    fuel: Option<u64>,
+    memory: Option<Size>,
+    deadline_ms: Option<u64>,
+    output: Option<Size>,
+    emits: Option<u32>,
+    max_consecutive_failures: Option<NonZeroU32>,
+    store_key_bytes: Option<Size>,
+    store_value_bytes: Option<Size>,
+}
+
+/// Bytes, as an integer or a string with a unit.
+struct Size(u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size: bytes, or a string such as \"64KiB\" or \"16MiB\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
+                parse_size(v).map(Size).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(SizeVisitor)
+    }
+}
+
+/// A config value: a string, or a number or boolean taken as its text.
+struct ConfigValue(String);
+
+impl<'de> Deserialize<'de> for ConfigValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ConfigValue, D::Error> {
+        struct ConfigVisitor;
+        impl Visitor<'_> for ConfigVisitor {
+            type Value = ConfigValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(v.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ConfigValue, E> {
+                Ok(ConfigValue(v.to_string()))
+            }
+        }
+        d.deserialize_any(ConfigVisitor)
+    }
+}
+
+fn narrow(size: Option<Size>, default: u32, key: &str) -> Result<u32, String> {
+    match size {
+        None => Ok(default),
+        Some(Size(n)) => {
+            u32::try_from(n).map_err(|_| format!("`limits.{key}` = {n} is too large (at most 4GiB)"))
+        }
+    }
+}
+
+impl Sidecar {
+    /// Parses a sidecar's text.
+    ///
+    /// # Errors
+    ///
+    /// The reason, with the line, column and key when the text is not a valid sidecar.
+    pub fn parse(text: &str) -> Result<Sidecar, String> {
+        let file: File = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        let mut limits = Limits::default();
+        if let Some(l) = file.limits {
+            limits.fuel = l.fuel.unwrap_or(limits.fuel);
+            limits.memory_bytes = l.memory.map_or(limits.memory_bytes, |s| s.0);
+            limits.deadline = l.deadline_ms.map_or(limits.deadline, Duration::from_millis);
+            limits.output_bytes = l.output.map_or(limits.output_bytes, |s| s.0);
+            limits.emits = l.emits.unwrap_or(limits.emits);
+            limits.max_consecutive_failures = l
+                .max_consecutive_failures
+                .map_or(limits.max_consecutive_failures, NonZeroU32::get);
+            limits.store_key_bytes = narrow(l.store_key_bytes, limits.store_key_bytes, "store-key-bytes")?;
+            limits.store_value_bytes =
+                narrow(l.store_value_bytes, limits.store_value_bytes, "store-value-bytes")?;
+        }
+        let config = file
+            .config
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        Ok(Sidecar {
+            options: PluginOptions { limits, config },
+            preservation_version: file.preservation_version.unwrap_or(0),
+        })
+    }
+
+    /// Reads the sidecar at `path`; `Ok(None)` when there is no such file.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Sidecar`] naming the file and the reason when it cannot be read or
+    /// parsed.
+    pub fn load(path: &Path) -> Result<Option<Sidecar>, LoadError> {
+        let fail = |reason: String| LoadError::Sidecar {
+            path: path.to_owned(),
+            reason,
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Sidecar::parse(&text).map(Some).map_err(fail),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(fail(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_is_read() {
+        let sidecar = Sidecar::parse(
+            r#"
+            preservation-version = 2
+            [limits]
+            fuel = 5_000
+            memory = "32MiB"
+            deadline-ms = 250
+            output = 1024
+            emits = 3
+            max-consecutive-failures = 2
+            store-key-bytes = 64
+            store-value-bytes = "1KiB"
+            [config]
+            greeting = "Howdy"
+            threshold = 5
+            verbose = true
+            "#,
+        )
+        .unwrap();
+        let l = &sidecar.options.limits;
+        assert_eq!(sidecar.preservation_version, 2);
+        assert_eq!(
+            (l.fuel, l.memory_bytes, l.output_bytes, l.emits),
+            (5_000, 32 << 20, 1024, 3)
+        );
+        assert_eq!(l.deadline, Duration::from_millis(250));
+        assert_eq!(
+            (l.max_consecutive_failures, l.store_key_bytes, l.store_value_bytes),
+            (2, 64, 1024)
+        );
+        let config: Vec<_> = sidecar
+            .options
+            .config
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            config,
+            [("greeting", "Howdy"), ("threshold", "5"), ("verbose", "true")]
+        );
+    }
+
+    #[test]
+    fn an_empty_sidecar_keeps_the_defaults() {
+        assert_eq!(Sidecar::parse("").unwrap(), Sidecar::default());
+    }
+
+    #[test]
+    fn errors_give_the_line_and_the_key() {
+        let error = Sidecar::parse("[limits]\nfule = 5\n").unwrap_err();
+        assert!(
+            error.contains("line 2") && error.contains("unknown field `fule`"),
+            "{error}"
+        );
+        let error = Sidecar::parse("[limits]\nfuel = 1\nmemory = \"lots\"\n").unwrap_err();
+        assert!(error.contains("line 3") && error.contains("memory"), "{error}");
+        let error = Sidecar::parse("[limits]\nmax-consecutive-failures = 0\n").unwrap_err();
+        assert!(error.contains("line 2") && error.contains("nonzero"), "{error}");
+        let error = Sidecar::parse("[config]\nlist = [1, 2]\n").unwrap_err();
+        assert!(
+            error.contains("line 2") && error.contains("a string, number or boolean"),
+            "{error}"
+        );
+    }
+}
