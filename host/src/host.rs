@@ -220,6 +220,7 @@ impl Host {
             pre,
             limits: Arc::new(options.limits),
             config: Arc::new(options.config),
+            dirs: Arc::new(options.dirs),
             kv: self.store.clone(),
             epoch_tick: self.epoch_tick,
         };

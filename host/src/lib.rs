@@ -49,7 +49,7 @@ pub use host::{CompileStats, Host, HostBuilder, HostError};
 pub use limits::{Limit, Limits, parse_size};
 pub use message::{DEFAULT_SEVERITY, Field, Message, Value, now_ns};
 pub use output::{LogLevel, LogLine, LogSource};
-pub use plugin::{CallOutcome, Plugin, PluginOptions, PluginState};
+pub use plugin::{CallOutcome, DirGrant, Plugin, PluginOptions, PluginState};
 pub use registry::{Event, Installed, PluginHandle, PluginStatus, Registry, StateHandoff};
 pub use sidecar::Sidecar;
 pub use stats::{EntryStats, Stats};

@@ -18,6 +18,7 @@
 //! call's work.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -40,6 +41,19 @@ pub struct PluginOptions {
     pub limits: Limits,
     /// The values its `config` import returns.
     pub config: BTreeMap<String, String>,
+    /// Host directories the plugin may open through WASI; none by default.
+    pub dirs: Vec<DirGrant>,
+}
+
+/// A host directory granted to a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// Where the plugin sees it, e.g. `/proc`.
+    pub guest: String,
+    /// Whether the plugin may create, change and delete files in it (default: read-only).
+    pub writable: bool,
 }
 
 impl PluginOptions {
@@ -47,8 +61,14 @@ impl PluginOptions {
     pub fn with_limits(limits: Limits) -> PluginOptions {
         PluginOptions {
             limits,
-            config: BTreeMap::new(),
+            ..PluginOptions::default()
         }
+    }
+
+    /// Adds a directory grant and returns the options.
+    pub fn dir(mut self, grant: DirGrant) -> PluginOptions {
+        self.dirs.push(grant);
+        self
     }
 
     /// Adds one config value and returns the options.

@@ -2,8 +2,9 @@
 //!
 //! The store's data ([`SandboxState`]) is everything the guest can reach: a WASI context
 //! that grants nothing (no files, no sockets, no environment, no arguments, an empty
-//! stdin; stdout and stderr captured), the plugin's config and store namespace, and the
-//! per-call budgets. A guest sees clocks and random, and nothing else of the host.
+//! stdin; stdout and stderr captured) beyond the directories its options grant, the
+//! plugin's config and store namespace, and the per-call budgets. A guest sees clocks
+//! and random, and nothing else of the host.
 //!
 //! After a trap an instance must not be entered again (wasmtime answers
 //! `CannotEnterComponent`), and its memory stays allocated as long as its store lives,
@@ -16,11 +17,12 @@ use std::time::Duration;
 
 use wasmtime::component::{Instance, ResourceTable, TypedFunc};
 use wasmtime::{ResourceLimiter, Store};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::limits::Limits;
 use crate::message::Message;
 use crate::output::{LogSource, Output};
+use crate::plugin::DirGrant;
 use crate::store::KvStore;
 use crate::world::{Filter, FilterPre};
 
@@ -136,6 +138,7 @@ pub(crate) struct SandboxSpec {
     pub pre: FilterPre<SandboxState>,
     pub limits: Arc<Limits>,
     pub config: Arc<BTreeMap<String, String>>,
+    pub dirs: Arc<Vec<DirGrant>>,
     pub kv: Arc<dyn KvStore>,
     pub output: Output,
     pub epoch_tick: Duration,
@@ -145,14 +148,25 @@ impl SandboxSpec {
     /// A new instance in a new store. Its start-up runs under the same fuel, deadline
     /// and memory cap as a call, and what it prints is logged.
     pub fn instantiate(&self) -> wasmtime::Result<Sandbox> {
-        let wasi = WasiCtxBuilder::new()
-            .stdout(self.output.stream(LogSource::Stdout))
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(self.output.stream(LogSource::Stdout))
             .stderr(self.output.stream(LogSource::Stderr))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }))
-            .build();
+            .socket_addr_check(|_, _| Box::pin(async { false }));
+        for grant in self.dirs.iter() {
+            let perms = if grant.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            wasi.preopened_dir(&grant.host, &grant.guest, perms)
+                .map_err(|e| {
+                    wasmtime::format_err!("cannot grant directory `{}`: {e:#}", grant.host.display())
+                })?;
+        }
+        let wasi = wasi.build();
         let state = SandboxState {
             plugin: self.plugin.clone(),
             wasi,

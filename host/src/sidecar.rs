@@ -18,6 +18,11 @@
 //! [config]                   # what the plugin reads through its config import
 //! greeting = "Howdy"
 //! threshold = 5              # numbers and booleans are passed as their text
+//!
+//! [[permissions.dirs]]       # a host directory the plugin may open through WASI
+//! host = "/proc"             # relative paths are relative to the sidecar's directory
+//! guest = "/proc"            # where the plugin sees it (default: the host path)
+//! writable = false           # the default: read-only
 //! ```
 //!
 //! Every key is optional; a missing key keeps its default. Unknown keys and bad values
@@ -27,7 +32,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroU32;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -35,7 +40,7 @@ use serde::de::{self, Deserializer, Visitor};
 
 use crate::error::LoadError;
 use crate::limits::{Limits, parse_size};
-use crate::plugin::PluginOptions;
+use crate::plugin::{DirGrant, PluginOptions};
 
 /// A plugin's settings from its sidecar file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,6 +58,23 @@ struct File {
     preservation_version: Option<u64>,
     limits: Option<LimitsFile>,
     config: Option<BTreeMap<String, ConfigValue>>,
+    permissions: Option<PermissionsFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct PermissionsFile {
+    #[serde(default)]
+    dirs: Vec<DirFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct DirFile {
+    host: PathBuf,
+    guest: Option<String>,
+    #[serde(default)]
+    writable: bool,
 }
 
 #[derive(Deserialize)]
@@ -163,8 +185,19 @@ impl Sidecar {
             .into_iter()
             .map(|(k, v)| (k, v.0))
             .collect();
+        let dirs = file
+            .permissions
+            .map(|p| p.dirs)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| DirGrant {
+                guest: d.guest.unwrap_or_else(|| d.host.display().to_string()),
+                host: d.host,
+                writable: d.writable,
+            })
+            .collect();
         Ok(Sidecar {
-            options: PluginOptions { limits, config },
+            options: PluginOptions { limits, config, dirs },
             preservation_version: file.preservation_version.unwrap_or(0),
         })
     }
@@ -181,7 +214,16 @@ impl Sidecar {
             reason,
         };
         match std::fs::read_to_string(path) {
-            Ok(text) => Sidecar::parse(&text).map(Some).map_err(fail),
+            Ok(text) => {
+                let mut sidecar = Sidecar::parse(&text).map_err(fail)?;
+                // Relative grants are relative to the sidecar's own directory.
+                if let Some(base) = path.parent() {
+                    for grant in &mut sidecar.options.dirs {
+                        grant.host = base.join(&grant.host);
+                    }
+                }
+                Ok(Some(sidecar))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(fail(e.to_string())),
         }
@@ -210,6 +252,12 @@ mod tests {
             greeting = "Howdy"
             threshold = 5
             verbose = true
+            [[permissions.dirs]]
+            host = "/proc"
+            [[permissions.dirs]]
+            host = "data"
+            guest = "/data"
+            writable = true
             "#,
         )
         .unwrap();

@@ -1,6 +1,8 @@
 //! Test plugin: on process-message, tries what a WASI program can reach — files, sockets,
 //! the environment, arguments, stdin, clocks and random — and emits one `probe` message
 //! with a field per attempt: "allowed", or "denied: <the error>" (numbers for counts).
+//! With config `read = PATH` it also reads that file (`read-config-path`, and its text
+//! in `read-text`), and with `write = PATH` writes `probe` to it (`write-config-path`).
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -27,8 +29,19 @@ impl Guest for Probe {
             .map(|d| d.as_secs() > 1_577_836_800)
             .unwrap_or(false);
         let hashes_differ = RandomState::new().hash_one(1u8) != RandomState::new().hash_one(1u8);
+        let mut report = OutMessage::new("probe");
+        if let Some(path) = corral_guest::config::get("read") {
+            let read = std::fs::read_to_string(&path);
+            if let Ok(text) = &read {
+                report = report.field("read-text", Value::String(text.clone()));
+            }
+            report = report.field("read-config-path", outcome(read));
+        }
+        if let Some(path) = corral_guest::config::get("write") {
+            report = report.field("write-config-path", outcome(std::fs::write(&path, b"probe")));
+        }
         corral_guest::emit(
-            &OutMessage::new("probe")
+            &report
                 .field("env-vars", Value::Int(std::env::vars_os().count() as i64))
                 .field("args", Value::Int(std::env::args_os().count() as i64))
                 .field(
