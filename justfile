@@ -25,6 +25,10 @@ test: target
     cd guests && cargo clippy --release -- -D warnings
     cargo test --workspace
 
+# Benchmarks (release build): print their figures; see BENCHMARKS.md.
+bench: target
+    cargo bench -p corral --bench drop_to_serving
+
 # Format the host and the guests.
 fmt:
     cargo fmt --all

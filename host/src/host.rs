@@ -364,8 +364,9 @@ fn sniff(name: &str, bytes: &[u8]) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// The version of a plugin with these bytes: their SHA-256 in hex.
-pub(crate) fn content_version(bytes: &[u8]) -> String {
+/// The version of a plugin with these bytes, as [`crate::Plugin::version`] reports it:
+/// their SHA-256 in hex.
+pub fn content_version(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 

@@ -33,6 +33,7 @@ mod error;
 mod host;
 mod imports;
 mod limits;
+mod matcher;
 mod message;
 mod output;
 mod plugin;
@@ -45,8 +46,9 @@ mod watcher;
 mod world;
 
 pub use error::{CallError, LoadError, Mismatch, WORLD};
-pub use host::{CompileStats, Host, HostBuilder, HostError};
+pub use host::{CompileStats, Host, HostBuilder, HostError, content_version};
 pub use limits::{Limit, Limits, parse_size};
+pub use matcher::{FieldCondition, Matcher, Names};
 pub use message::{DEFAULT_SEVERITY, Field, Message, Value, now_ns};
 pub use output::{LogLevel, LogLine, LogSource};
 pub use plugin::{CallOutcome, DirGrant, Plugin, PluginOptions, PluginState};

@@ -247,6 +247,21 @@ impl Registry {
         all
     }
 
+    /// The names of the loaded plugins whose sidecar matcher accepts `message`, sorted.
+    /// A plugin without a matcher receives nothing, as in Heka.
+    pub fn matching(&self, message: &Message) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .read()
+            .iter()
+            .filter(|(_, e)| {
+                e.plugin.is_some() && e.sidecar.matcher.as_ref().is_some_and(|m| m.matches(message))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// A channel of every event from now on. Dropping the receiver unsubscribes.
     pub fn subscribe(&self) -> Receiver<Event> {
         let (tx, rx) = channel();

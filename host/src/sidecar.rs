@@ -19,6 +19,9 @@
 //! greeting = "Howdy"
 //! threshold = 5              # numbers and booleans are passed as their text
 //!
+//! [matcher]                  # which messages reach the plugin: see crate::Matcher
+//! type = "nginx.*"
+//!
 //! [[permissions.dirs]]       # a host directory the plugin may open through WASI
 //! host = "/proc"             # relative paths are relative to the sidecar's directory
 //! guest = "/proc"            # where the plugin sees it (default: the host path)
@@ -40,16 +43,20 @@ use serde::de::{self, Deserializer, Visitor};
 
 use crate::error::LoadError;
 use crate::limits::{Limits, parse_size};
+use crate::matcher::Matcher;
 use crate::plugin::{DirGrant, PluginOptions};
 
 /// A plugin's settings from its sidecar file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sidecar {
     /// Limits and config values.
     pub options: PluginOptions,
     /// The version of the plugin's saved-state format (default 0). When a swap changes
     /// it, the old version's state is discarded instead of restored.
     pub preservation_version: u64,
+    /// Which messages reach the plugin; `None` (no `[matcher]`) means none do, as in
+    /// Heka.
+    pub matcher: Option<Matcher>,
 }
 
 #[derive(Deserialize)]
@@ -59,6 +66,7 @@ struct File {
     limits: Option<LimitsFile>,
     config: Option<BTreeMap<String, ConfigValue>>,
     permissions: Option<PermissionsFile>,
+    matcher: Option<Matcher>,
 }
 
 #[derive(Deserialize)]
@@ -199,6 +207,7 @@ impl Sidecar {
         Ok(Sidecar {
             options: PluginOptions { limits, config, dirs },
             preservation_version: file.preservation_version.unwrap_or(0),
+            matcher: file.matcher,
         })
     }
 
@@ -252,6 +261,8 @@ mod tests {
             greeting = "Howdy"
             threshold = 5
             verbose = true
+            [matcher]
+            type = "nginx.*"
             [[permissions.dirs]]
             host = "/proc"
             [[permissions.dirs]]

@@ -444,3 +444,23 @@ fn cache_entries(root: &Path) -> Vec<PathBuf> {
     }
     found
 }
+
+#[test]
+fn sidecar_matchers_choose_which_plugins_a_message_reaches() {
+    let dir = watched(&[("hello.wasm", guests::HELLO), ("counter.wasm", guests::COUNTER)]);
+    let login = Message::new("login");
+    assert!(
+        dir.registry.matching(&login).is_empty(),
+        "no matcher, no messages"
+    );
+    dir.put("hello.toml", b"[matcher]\ntype = [\"login\", \"auth.*\"]\n");
+    dir.wait("replace", replaced("hello"));
+    dir.put("counter.toml", b"[matcher]\nall = true\n");
+    dir.wait("replace", replaced("counter"));
+    assert_eq!(dir.registry.matching(&login), ["counter", "hello"]);
+    assert_eq!(
+        dir.registry.matching(&Message::new("auth.fail")),
+        ["counter", "hello"]
+    );
+    assert_eq!(dir.registry.matching(&Message::new("logout")), ["counter"]);
+}
