@@ -28,6 +28,33 @@ enum Command {
     /// Load FILE into a sandbox and call it: each --message in order, then --timer.
     /// Emitted messages go to stdout as JSON lines, the plugin's logs to stderr.
     Call(CallArgs),
+    /// Run the daemon: watch DIR for plugins, route JSON-line messages from stdin and
+    /// the admin API to them, run their timers, write what they emit as JSON lines.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The watch directory: `name.wasm` plugins with optional `name.toml` sidecars.
+    dir: PathBuf,
+    /// Where the store and the compile cache live.
+    #[arg(long, value_name = "DIR", default_value = "corral-data")]
+    data: PathBuf,
+    /// The admin API's address; anything but loopback needs --token.
+    #[arg(long, value_name = "ADDR", default_value = corral::DaemonConfig::DEFAULT_ADMIN)]
+    admin: std::net::SocketAddr,
+    /// The bearer token the admin API requires (`Authorization: Bearer TOKEN`).
+    #[arg(long, value_name = "TOKEN", env = "CORRAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Write emitted messages to FILE (appended) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Messages each plugin's queue holds before more are turned away (and counted).
+    #[arg(long, value_name = "N", default_value_t = corral::DaemonConfig::DEFAULT_QUEUE)]
+    queue: usize,
+    /// Do not read messages from stdin.
+    #[arg(long)]
+    no_stdin: bool,
 }
 
 #[derive(Debug, Args)]
@@ -83,7 +110,7 @@ impl LimitArgs {
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     // Guest lines at info and up; the library's own "call failed" warnings would repeat
-    // the error this command prints last, so only its errors show by default.
+    // the error `call` prints last, so only its errors show by default.
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -98,6 +125,20 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { file } => check(file),
         Command::Call(args) => call(args),
+        Command::Run(args) => {
+            corral::run(corral::DaemonConfig {
+                dir: args.dir,
+                data_dir: args.data,
+                admin: args.admin,
+                token: args.token,
+                output: args
+                    .output
+                    .map_or(corral::OutputTarget::Stdout, corral::OutputTarget::File),
+                queue_capacity: args.queue,
+                stdin: !args.no_stdin,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

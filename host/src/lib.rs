@@ -28,7 +28,9 @@
 
 #![deny(missing_docs)]
 
+mod admin;
 mod cache;
+mod daemon;
 mod error;
 mod host;
 mod imports;
@@ -36,6 +38,8 @@ mod limits;
 mod matcher;
 mod message;
 mod output;
+mod persist;
+mod pipeline;
 mod plugin;
 mod registry;
 mod sandbox;
@@ -45,12 +49,15 @@ mod store;
 mod watcher;
 mod world;
 
+pub use daemon::{DaemonConfig, DaemonError, OutputTarget, run};
 pub use error::{CallError, LoadError, Mismatch, WORLD};
 pub use host::{CompileStats, Host, HostBuilder, HostError, content_version};
 pub use limits::{Limit, Limits, parse_size};
 pub use matcher::{FieldCondition, Matcher, Names};
 pub use message::{DEFAULT_SEVERITY, Field, Message, Value, now_ns};
 pub use output::{LogLevel, LogLine, LogSource};
+pub use persist::{FLUSH_INTERVAL, OpenError, RedbStore};
+pub use pipeline::{Pipeline, QueueStats, TERMINATED_TYPE, terminated_message};
 pub use plugin::{CallOutcome, DirGrant, Plugin, PluginOptions, PluginState};
 pub use registry::{Event, Installed, PluginHandle, PluginStatus, Registry, StateHandoff};
 pub use sidecar::Sidecar;

@@ -26,6 +26,7 @@ use std::time::SystemTime;
 use crate::error::{CallError, LoadError};
 use crate::host::{Host, content_version};
 use crate::message::Message;
+use crate::persist::RedbStore;
 use crate::plugin::{CallOutcome, Plugin, PluginState};
 use crate::sidecar::Sidecar;
 
@@ -134,6 +135,8 @@ struct Entry {
 
 struct Inner {
     host: Host,
+    /// Where state saved at the last shutdown is found, for a plugin's first load.
+    saved: Mutex<Option<RedbStore>>,
     entries: RwLock<HashMap<String, Entry>>,
     subscribers: Mutex<Vec<Sender<Event>>>,
     /// Loads, swaps and unloads happen one at a time; calls never take this lock.
@@ -204,6 +207,7 @@ impl Registry {
             inner: Arc::new(Inner {
                 host,
                 entries: RwLock::new(HashMap::new()),
+                saved: Mutex::new(None),
                 subscribers: Mutex::new(Vec::new()),
                 changes: Mutex::new(()),
             }),
@@ -356,6 +360,7 @@ impl Registry {
             path,
         };
         let Some(old) = current.plugin else {
+            self.restore_saved(name, &new, &sidecar);
             self.write().insert(name.to_owned(), entry);
             tracing::info!(plugin = name, version = new.version(), "plugin loaded");
             self.send(Event::Loaded {
@@ -407,6 +412,73 @@ impl Registry {
             state: handoff.clone(),
         });
         Ok(Installed::Replaced(handoff))
+    }
+
+    /// On a plugin's first load, restores the state saved for it at the last shutdown
+    /// from `store` (see [`Registry::save_states`]); saved state of another preservation
+    /// version is discarded.
+    pub fn restore_saved_state_from(&self, store: RedbStore) {
+        *lock(&self.inner.saved) = Some(store);
+    }
+
+    fn restore_saved(&self, name: &str, plugin: &Plugin, sidecar: &Sidecar) {
+        let Some(store) = lock(&self.inner.saved).clone() else {
+            return;
+        };
+        let saved = match store.saved_state(name) {
+            Ok(Some(saved)) => saved,
+            Ok(None) => return,
+            Err(e) => return tracing::warn!(plugin = name, "cannot read saved state: {e}"),
+        };
+        match saved {
+            (version, _) if version != sidecar.preservation_version => tracing::info!(
+                plugin = name,
+                "saved state discarded: preservation version {version}, now {}",
+                sidecar.preservation_version
+            ),
+            (_, _) if !plugin.preserves_state() => {
+                tracing::info!(
+                    plugin = name,
+                    "saved state discarded: the plugin no longer exports state"
+                )
+            }
+            (_, data) => match plugin.restore_state(data) {
+                Ok(()) => tracing::info!(plugin = name, "state restored from the last shutdown"),
+                Err(e) => tracing::warn!(plugin = name, "state restore failed, starting empty: {e}"),
+            },
+        }
+        if let Err(e) = store.forget_state(name) {
+            tracing::warn!(plugin = name, "cannot forget restored state: {e}");
+        }
+    }
+
+    /// Retires every plugin (waiting for its call in progress) and saves the state of
+    /// those that export the state interface into `store`, for
+    /// [`Registry::restore_saved_state_from`] on the next start. Returns the names
+    /// whose state was saved. Calls made afterwards are refused.
+    pub fn save_states(&self, store: &RedbStore) -> Vec<String> {
+        let _changes = lock(&self.inner.changes);
+        let entries: Vec<(String, Entry)> = self.read().iter().map(|(n, e)| (n.clone(), e.clone())).collect();
+        let mut saved = Vec::new();
+        for (name, entry) in entries {
+            let Some(plugin) = entry.plugin else { continue };
+            let mut retiring = plugin.retire();
+            match retiring.save() {
+                Some(Ok(data)) => match store.save_state(&name, entry.sidecar.preservation_version, &data) {
+                    Ok(()) => saved.push(name),
+                    Err(e) => tracing::warn!(plugin = %name, "cannot write saved state: {e}"),
+                },
+                Some(Err(e)) => tracing::warn!(plugin = %name, "state.save failed at shutdown: {e}"),
+                None => {}
+            }
+            retiring.drop_instance();
+        }
+        saved
+    }
+
+    /// The ticker interval from `name`'s sidecar.
+    pub fn ticker_interval(&self, name: &str) -> Option<std::time::Duration> {
+        self.read().get(name).and_then(|e| e.sidecar.ticker_interval)
     }
 
     /// Unloads `name` once its call in progress, if any, has finished. Returns whether a

@@ -4,6 +4,8 @@
 //! ```toml
 //! # Bump when the saved state's format changes: saved state is then discarded.
 //! preservation-version = 2
+//! # How often the daemon calls timer-event (default: never).
+//! ticker-interval-ms = 1000
 //!
 //! [limits]
 //! fuel = 50_000_000
@@ -57,12 +59,15 @@ pub struct Sidecar {
     /// Which messages reach the plugin; `None` (no `[matcher]`) means none do, as in
     /// Heka.
     pub matcher: Option<Matcher>,
+    /// How often the daemon calls `timer-event`; `None` (the default) means never.
+    pub ticker_interval: Option<Duration>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct File {
     preservation_version: Option<u64>,
+    ticker_interval_ms: Option<std::num::NonZeroU64>,
     limits: Option<LimitsFile>,
     config: Option<BTreeMap<String, ConfigValue>>,
     permissions: Option<PermissionsFile>,
@@ -208,6 +213,7 @@ impl Sidecar {
             options: PluginOptions { limits, config, dirs },
             preservation_version: file.preservation_version.unwrap_or(0),
             matcher: file.matcher,
+            ticker_interval: file.ticker_interval_ms.map(|ms| Duration::from_millis(ms.get())),
         })
     }
 
@@ -248,6 +254,7 @@ mod tests {
         let sidecar = Sidecar::parse(
             r#"
             preservation-version = 2
+            ticker-interval-ms = 1500
             [limits]
             fuel = 5_000
             memory = "32MiB"
@@ -274,6 +281,7 @@ mod tests {
         .unwrap();
         let l = &sidecar.options.limits;
         assert_eq!(sidecar.preservation_version, 2);
+        assert_eq!(sidecar.ticker_interval, Some(Duration::from_millis(1500)));
         assert_eq!(
             (l.fuel, l.memory_bytes, l.output_bytes, l.emits),
             (5_000, 32 << 20, 1024, 3)

@@ -18,7 +18,7 @@ use std::sync::mpsc::channel;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use notify::RecursiveMode;
+use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 
 use crate::error::LoadError;
@@ -126,8 +126,11 @@ impl Registry {
                 for result in rx {
                     match result {
                         Ok(events) => {
+                            // Reading a file (as sync does) fires access events: they
+                            // change nothing, and following them would loop.
                             let names: BTreeSet<String> = events
                                 .iter()
+                                .filter(|e| !matches!(e.kind, EventKind::Access(_)))
                                 .flat_map(|e| e.paths.iter())
                                 .filter_map(|p| plugin_name(&watched, p))
                                 .collect();

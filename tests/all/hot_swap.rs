@@ -464,3 +464,21 @@ fn sidecar_matchers_choose_which_plugins_a_message_reaches() {
     );
     assert_eq!(dir.registry.matching(&Message::new("logout")), ["counter"]);
 }
+
+#[test]
+fn reading_a_file_does_not_count_as_changing_it() {
+    // Regression: the watcher's own reads fired access events, which it followed with
+    // another read, and so on: a terminated plugin was "re-dropped" in a loop.
+    let dir = watched(&[("flaky.wasm", guests::FAILS)]);
+    assert!(matches!(
+        dir.registry.timer_event("flaky", 0),
+        Err(CallError::Fatal { .. })
+    ));
+    dir.put("marker.wasm", &bytes(guests::HELLO));
+    let (_, before) = dir.wait("load of the marker", loaded("marker"));
+    assert!(before.is_empty(), "{before:?}");
+    assert!(matches!(
+        dir.registry.timer_event("flaky", 0),
+        Err(CallError::Terminated { .. })
+    ));
+}

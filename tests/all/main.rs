@@ -22,3 +22,5 @@ mod stats;
 mod cli;
 // The watch directory: load, swap with state handoff, unload, bad files, the cache.
 mod hot_swap;
+// `corral run`, the daemon, end to end against the real binary.
+mod daemon;

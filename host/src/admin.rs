@@ -1,0 +1,403 @@
+//! The admin HTTP API (axum): plugin status, reload, direct calls, message intake,
+//! Prometheus metrics and health.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /health` | `{"status":"ok"}` |
+//! | `GET /plugins` | every plugin: name, version, state, loaded-at, stats, queue, errors |
+//! | `GET /plugins/{name}` | one plugin |
+//! | `PUT /plugins/reload` | rescan the watch directory now; answers with `/plugins` |
+//! | `POST /plugins/{name}/call` | run process-message on the JSON message in the body; answers with what it emitted |
+//! | `POST /messages` | route a JSON message (or an array of them) as if read from stdin |
+//! | `GET /metrics` | Prometheus text exposition of the per-plugin stats |
+//!
+//! With a token configured, every request must carry `Authorization: Bearer <token>`
+//! (401 otherwise). Errors are JSON: `{"error": "..."}`. Plugin names in paths are
+//! checked against the same rules as file names before anything is looked up.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::UNIX_EPOCH;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde_json::{Value as Json, json};
+
+use crate::error::CallError;
+use crate::host::validate_name;
+use crate::message::Message;
+use crate::pipeline::Pipeline;
+use crate::plugin::PluginState;
+use crate::registry::{PluginStatus, Registry};
+use crate::stats::EntryStats;
+use crate::watcher::Watcher;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub(crate) struct Admin {
+    pub registry: Registry,
+    pub pipeline: Arc<Pipeline>,
+    pub watcher: Arc<Watcher>,
+    pub token: Option<Arc<str>>,
+}
+
+/// The API's routes.
+pub(crate) fn router(admin: Admin) -> Router {
+    Router::new()
+        .route("/health", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route("/plugins", get(list))
+        .route("/plugins/reload", put(reload))
+        .route("/plugins/{name}", get(one))
+        .route("/plugins/{name}/call", post(call))
+        .route("/messages", post(messages))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(middleware::from_fn_with_state(admin.clone(), authorize))
+        .with_state(admin)
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    ApiError(status, message).into_response()
+}
+
+/// An error answer: a status and a message, sent as `{"error": message}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+async fn authorize(State(admin): State<Admin>, headers: HeaderMap, request: Request, next: Next) -> Response {
+    if let Some(token) = &admin.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token) {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token: send `Authorization: Bearer <token>`".into(),
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+fn entry_json(e: &EntryStats) -> Json {
+    json!({
+        "calls": e.calls,
+        "failures": e.failures,
+        "avg_duration_ns": e.average_duration().as_nanos() as u64,
+        "max_duration_ns": e.max_duration.as_nanos() as u64,
+    })
+}
+
+fn status_json(admin: &Admin, status: &PluginStatus) -> Json {
+    let ns = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut out = json!({
+        "name": status.name,
+        "state": "failed-to-load",
+        "load_error": status.load_error,
+        "path": status.path.as_ref().map(|p| p.display().to_string()),
+        "loaded_at_ns": status.loaded_at.map(ns),
+    });
+    if let Some(plugin) = &status.plugin {
+        let stats = plugin.stats();
+        let (state, reason) = match plugin.state() {
+            PluginState::Running => ("running", None),
+            PluginState::Terminated { reason } => ("terminated", Some(reason)),
+        };
+        out["state"] = json!(state);
+        out["reason"] = json!(reason);
+        out["version"] = json!(plugin.version());
+        out["preserves_state"] = json!(plugin.preserves_state());
+        out["last_error"] = json!(stats.last_error);
+        out["stats"] = json!({
+            "process_message": entry_json(&stats.process_message),
+            "timer_event": entry_json(&stats.timer_event),
+            "terminations": stats.terminations,
+            "instances": stats.instances,
+            "max_fuel_used": stats.max_fuel_used,
+            "memory_bytes": stats.memory_bytes,
+            "peak_memory_bytes": stats.peak_memory_bytes,
+            "max_output_bytes": stats.max_output_bytes,
+            "emitted": stats.emitted,
+            "discarded": stats.discarded,
+        });
+    }
+    if let Some(queue) = admin.pipeline.queue(&status.name) {
+        out["queue"] = json!({
+            "capacity": admin.pipeline.capacity(),
+            "depth": queue.depth.load(Ordering::Relaxed),
+            "rejected": queue.rejected.load(Ordering::Relaxed),
+            "processed": queue.processed.load(Ordering::Relaxed),
+            "ticks": queue.ticks.load(Ordering::Relaxed),
+        });
+    }
+    out
+}
+
+fn all_json(admin: &Admin) -> Json {
+    Json::Array(
+        admin
+            .registry
+            .statuses()
+            .iter()
+            .map(|s| status_json(admin, s))
+            .collect(),
+    )
+}
+
+async fn list(State(admin): State<Admin>) -> Response {
+    axum::Json(all_json(&admin)).into_response()
+}
+
+fn checked_name(name: &str) -> Result<(), ApiError> {
+    validate_name(name).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+async fn one(State(admin): State<Admin>, Path(name): Path<String>) -> Response {
+    if let Err(e) = checked_name(&name) {
+        return e.into_response();
+    }
+    match admin.registry.status(&name) {
+        Some(status) => axum::Json(status_json(&admin, &status)).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no plugin named `{name}`")),
+    }
+}
+
+async fn reload(State(admin): State<Admin>) -> Response {
+    let watcher = admin.watcher.clone();
+    // A rescan compiles: keep it off the async workers.
+    match tokio::task::spawn_blocking(move || watcher.rescan()).await {
+        Ok(()) => axum::Json(all_json(&admin)).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reload failed: {e}")),
+    }
+}
+
+fn parse_message(body: &[u8]) -> Result<Message, ApiError> {
+    let bad = |why: String| ApiError(StatusCode::BAD_REQUEST, why);
+    let text = std::str::from_utf8(body).map_err(|e| bad(format!("body is not UTF-8: {e}")))?;
+    Message::from_json(text).map_err(|e| bad(format!("invalid message JSON: {e}")))
+}
+
+async fn call(State(admin): State<Admin>, Path(name): Path<String>, body: Bytes) -> Response {
+    if let Err(e) = checked_name(&name) {
+        return e.into_response();
+    }
+    let message = match parse_message(&body) {
+        Ok(message) => message,
+        Err(e) => return e.into_response(),
+    };
+    let registry = admin.registry.clone();
+    let result = tokio::task::spawn_blocking(move || registry.process_message(&name, &message)).await;
+    match result {
+        Ok(Ok(outcome)) => {
+            let emitted: Vec<Json> = outcome
+                .emitted
+                .iter()
+                .map(|m| serde_json::to_value(m).unwrap_or(Json::Null))
+                .collect();
+            axum::Json(json!({ "emitted": emitted })).into_response()
+        }
+        Ok(Err(e @ CallError::NotFound { .. })) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("call failed: {e}")),
+    }
+}
+
+async fn messages(State(admin): State<Admin>, body: Bytes) -> Response {
+    let parsed: Result<Vec<Message>, ApiError> = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice(&body)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid message JSON: {e}"))),
+        _ => parse_message(&body).map(|m| vec![m]),
+    };
+    let messages = match parsed {
+        Ok(messages) => messages,
+        Err(e) => return e.into_response(),
+    };
+    let routed: usize = messages.iter().map(|m| admin.pipeline.route(m)).sum();
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "accepted": messages.len(), "routed": routed })),
+    )
+        .into_response()
+}
+
+async fn metrics(State(admin): State<Admin>) -> Response {
+    let text = prometheus(&admin);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// A per-plugin number: metric name, type, help, and how to read it from the stats.
+type Gauge = (&'static str, &'static str, &'static str, fn(&crate::Stats) -> u64);
+
+/// The Prometheus text exposition of every plugin's stats.
+fn prometheus(admin: &Admin) -> String {
+    let statuses = admin.registry.statuses();
+    let mut out = String::new();
+    let mut family =
+        |name: &str, kind: &str, help: &str, samples: &mut dyn Iterator<Item = (String, f64)>| {
+            let _ = writeln!(out, "# HELP corral_{name} {help}\n# TYPE corral_{name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "corral_{name}{{{labels}}} {value}");
+            }
+        };
+    let label = |name: &str| format!("plugin=\"{name}\"");
+    let loaded: Vec<_> = statuses
+        .iter()
+        .filter_map(|s| s.plugin.as_ref().map(|p| (s.name.as_str(), p.clone(), p.stats())))
+        .collect();
+    family(
+        "plugin_up",
+        "gauge",
+        "1 if the plugin is running, 0 if terminated or failed to load.",
+        &mut statuses.iter().map(|s| {
+            let up = s
+                .plugin
+                .as_ref()
+                .is_some_and(|p| p.state() == PluginState::Running);
+            (label(&s.name), f64::from(u8::from(up)))
+        }),
+    );
+    for (entry, pick) in [
+        (
+            "process_message",
+            (|s: &crate::Stats| s.process_message.clone()) as fn(&crate::Stats) -> EntryStats,
+        ),
+        ("timer_event", |s: &crate::Stats| s.timer_event.clone()),
+    ] {
+        let with_entry = |name: &str| format!("plugin=\"{name}\",entry=\"{entry}\"");
+        family(
+            &format!("{entry}_calls_total"),
+            "counter",
+            &format!("Calls to {entry}."),
+            &mut loaded
+                .iter()
+                .map(|(n, _, s)| (with_entry(n), pick(s).calls as f64)),
+        );
+        family(
+            &format!("{entry}_failures_total"),
+            "counter",
+            &format!("Failed calls to {entry}."),
+            &mut loaded
+                .iter()
+                .map(|(n, _, s)| (with_entry(n), pick(s).failures as f64)),
+        );
+        family(
+            &format!("{entry}_duration_seconds_avg"),
+            "gauge",
+            &format!("Mean duration of a call to {entry}."),
+            &mut loaded
+                .iter()
+                .map(|(n, _, s)| (with_entry(n), pick(s).average_duration().as_secs_f64())),
+        );
+        family(
+            &format!("{entry}_duration_seconds_max"),
+            "gauge",
+            &format!("Longest call to {entry}."),
+            &mut loaded
+                .iter()
+                .map(|(n, _, s)| (with_entry(n), pick(s).max_duration.as_secs_f64())),
+        );
+    }
+    let gauges: [Gauge; 8] = [
+        (
+            "terminations_total",
+            "counter",
+            "Times the plugin was terminated.",
+            |s| s.terminations,
+        ),
+        (
+            "instances_total",
+            "counter",
+            "Instances created (1 at load, 1 after each trap).",
+            |s| s.instances,
+        ),
+        ("fuel_used_max", "gauge", "The most fuel one call used.", |s| {
+            s.max_fuel_used
+        }),
+        (
+            "memory_bytes",
+            "gauge",
+            "Memory the current instance holds.",
+            |s| s.memory_bytes,
+        ),
+        (
+            "memory_peak_bytes",
+            "gauge",
+            "The most memory any instance held.",
+            |s| s.peak_memory_bytes,
+        ),
+        (
+            "output_bytes_max",
+            "gauge",
+            "The most output one call wrote.",
+            |s| s.max_output_bytes,
+        ),
+        (
+            "emitted_total",
+            "counter",
+            "Messages emitted by successful calls.",
+            |s| s.emitted,
+        ),
+        (
+            "discarded_total",
+            "counter",
+            "Messages emitted by failed calls, discarded.",
+            |s| s.discarded,
+        ),
+    ];
+    for (name, kind, help, pick) in gauges {
+        family(
+            name,
+            kind,
+            help,
+            &mut loaded.iter().map(|(n, _, s)| (label(n), pick(s) as f64)),
+        );
+    }
+    let queues: Vec<_> = statuses
+        .iter()
+        .filter_map(|s| admin.pipeline.queue(&s.name).map(|q| (s.name.clone(), q)))
+        .collect();
+    family(
+        "queue_depth",
+        "gauge",
+        "Messages waiting in the plugin's queue.",
+        &mut queues
+            .iter()
+            .map(|(n, q)| (label(n), q.depth.load(Ordering::Relaxed) as f64)),
+    );
+    family(
+        "queue_rejected_total",
+        "counter",
+        "Messages turned away because the plugin's queue was full.",
+        &mut queues
+            .iter()
+            .map(|(n, q)| (label(n), q.rejected.load(Ordering::Relaxed) as f64)),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP corral_unmatched_messages_total Messages that matched no plugin.\n\
+         # TYPE corral_unmatched_messages_total counter\ncorral_unmatched_messages_total {}",
+        admin.pipeline.unmatched.load(Ordering::Relaxed)
+    );
+    out
+}

@@ -1,0 +1,297 @@
+//! The daemon's pipeline: messages in, routed by matcher to per-plugin queues, each
+//! plugin served by its own worker thread (messages and timer events), emitted messages
+//! out as JSON lines.
+//!
+//! A slow or failing plugin never stalls the others (hindsight#78, heka#214): each
+//! plugin has a bounded queue and a thread of its own, routing never blocks — a full
+//! queue turns the message away, and what it turns away is counted per plugin and
+//! logged, never silently lost. Workers follow the registry: one starts when a plugin
+//! is loaded, stops when it is unloaded, and keeps serving across swaps (calls go by
+//! name). A plugin's termination is reported as Heka did: an emitted message of type
+//! `corral.plugin-terminated` with the plugin and the reason, and an error log line.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError, channel, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crate::error::CallError;
+use crate::message::{Message, Value, now_ns};
+use crate::plugin::{CallOutcome, PluginState};
+use crate::registry::{Event, Registry};
+
+/// The message type reporting a terminated plugin.
+pub const TERMINATED_TYPE: &str = "corral.plugin-terminated";
+
+/// Counters of one plugin's queue.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    /// Messages waiting.
+    pub depth: AtomicU64,
+    /// Messages turned away because the queue was full.
+    pub rejected: AtomicU64,
+    /// Messages taken from the queue and passed to the plugin.
+    pub processed: AtomicU64,
+    /// Timer events run.
+    pub ticks: AtomicU64,
+}
+
+enum Job {
+    Message(Message),
+    Stop,
+}
+
+struct Worker {
+    tx: SyncSender<Job>,
+    stats: Arc<QueueStats>,
+    thread: JoinHandle<()>,
+}
+
+/// Routes messages to plugin workers and writes what they emit.
+pub struct Pipeline {
+    registry: Registry,
+    capacity: usize,
+    workers: Mutex<HashMap<String, Worker>>,
+    output: Mutex<Option<Sender<Message>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    follower: Mutex<Option<JoinHandle<()>>>,
+    /// Messages that matched no plugin.
+    pub unmatched: AtomicU64,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Pipeline {
+    /// Starts the output writer and a thread following `registry`'s events. Create the
+    /// pipeline before watching a directory, so the first loads start their workers.
+    pub fn start(registry: Registry, output: Box<dyn Write + Send>, capacity: usize) -> Arc<Pipeline> {
+        let (tx, rx) = channel();
+        let writer = std::thread::Builder::new()
+            .name("corral-output".into())
+            .spawn(move || write_out(rx, output))
+            .expect("cannot start the output thread");
+        let events = registry.subscribe();
+        let pipeline = Arc::new(Pipeline {
+            registry,
+            capacity: capacity.max(1),
+            workers: Mutex::new(HashMap::new()),
+            output: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            follower: Mutex::new(None),
+            unmatched: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&pipeline);
+        let follower = std::thread::Builder::new()
+            .name("corral-follow".into())
+            .spawn(move || {
+                for event in events {
+                    let Some(pipeline) = weak.upgrade() else { break };
+                    match event {
+                        Event::Loaded { name, .. } => pipeline.start_worker(&name),
+                        Event::Unloaded { name, .. } => pipeline.stop_worker(&name),
+                        _ => {}
+                    }
+                }
+            })
+            .expect("cannot start the event thread");
+        *lock(&pipeline.follower) = Some(follower);
+        pipeline
+    }
+
+    /// The queue capacity of each plugin.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The queue counters of `name`, if it has a worker.
+    pub fn queue(&self, name: &str) -> Option<Arc<QueueStats>> {
+        lock(&self.workers).get(name).map(|w| w.stats.clone())
+    }
+
+    /// Queues `message` for every plugin whose matcher accepts it; returns how many
+    /// took it. A plugin whose queue is full turns it away (counted in its
+    /// [`QueueStats::rejected`]).
+    pub fn route(&self, message: &Message) -> usize {
+        let names = self.registry.matching(message);
+        if names.is_empty() {
+            self.unmatched.fetch_add(1, Ordering::Relaxed);
+            return 0;
+        }
+        let workers = lock(&self.workers);
+        let mut taken = 0;
+        for name in names {
+            let Some(worker) = workers.get(&name) else {
+                continue;
+            };
+            worker.stats.depth.fetch_add(1, Ordering::Relaxed);
+            match worker.tx.try_send(Job::Message(message.clone())) {
+                Ok(()) => taken += 1,
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    worker.stats.depth.fetch_sub(1, Ordering::Relaxed);
+                    let rejected = worker.stats.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+                    // One line per power of two keeps a flood from flooding the log.
+                    if rejected.is_power_of_two() {
+                        tracing::warn!(plugin = %name, rejected, capacity = self.capacity, "queue full: message turned away");
+                    }
+                }
+            }
+        }
+        taken
+    }
+
+    /// Sends `message` to the output, as if a plugin had emitted it.
+    pub fn emit(&self, message: Message) {
+        if let Some(tx) = lock(&self.output).as_ref() {
+            let _ = tx.send(message);
+        }
+    }
+
+    fn start_worker(&self, name: &str) {
+        let mut workers = lock(&self.workers);
+        if workers.contains_key(name) {
+            return;
+        }
+        let Some(output) = lock(&self.output).clone() else {
+            return;
+        };
+        let (tx, rx) = sync_channel(self.capacity);
+        let stats = Arc::new(QueueStats::default());
+        let (registry, worker_stats, worker_name) = (self.registry.clone(), stats.clone(), name.to_owned());
+        let thread = std::thread::Builder::new()
+            .name(format!("corral-{name}"))
+            .spawn(move || work(&worker_name, &registry, &rx, &worker_stats, &output))
+            .expect("cannot start a worker thread");
+        workers.insert(name.to_owned(), Worker { tx, stats, thread });
+    }
+
+    fn stop_worker(&self, name: &str) {
+        let worker = lock(&self.workers).remove(name);
+        if let Some(worker) = worker {
+            // After the messages already queued.
+            let _ = worker.tx.send(Job::Stop);
+            let _ = worker.thread.join();
+        }
+    }
+
+    /// Stops routing, lets every worker finish the messages already queued, then
+    /// flushes and closes the output. Idempotent.
+    pub fn shutdown(&self) {
+        let workers: Vec<(String, Worker)> = lock(&self.workers).drain().collect();
+        for (_, worker) in &workers {
+            let _ = worker.tx.send(Job::Stop);
+        }
+        for (_, worker) in workers {
+            let _ = worker.thread.join();
+        }
+        lock(&self.output).take();
+        if let Some(writer) = lock(&self.writer).take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// One plugin's worker: its queued messages and its timer, until stopped.
+fn work(name: &str, registry: &Registry, rx: &Receiver<Job>, stats: &QueueStats, output: &Sender<Message>) {
+    let mut interval = registry.ticker_interval(name);
+    let mut next_tick = interval.map(|i| Instant::now() + i);
+    let mut reported: Option<String> = None;
+    loop {
+        let job = match next_tick {
+            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        let result = match job {
+            Ok(Job::Message(message)) => {
+                stats.depth.fetch_sub(1, Ordering::Relaxed);
+                stats.processed.fetch_add(1, Ordering::Relaxed);
+                registry.process_message(name, &message)
+            }
+            Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                stats.ticks.fetch_add(1, Ordering::Relaxed);
+                next_tick = interval.map(|i| Instant::now() + i);
+                registry.timer_event(name, now_ns())
+            }
+        };
+        deliver(name, registry, result, output, &mut reported);
+        // A swap may have brought a sidecar with another interval.
+        let now_interval = registry.ticker_interval(name);
+        if now_interval != interval {
+            interval = now_interval;
+            next_tick = interval.map(|i| Instant::now() + i);
+        }
+    }
+}
+
+fn deliver(
+    name: &str,
+    registry: &Registry,
+    result: Result<CallOutcome, CallError>,
+    output: &Sender<Message>,
+    reported: &mut Option<String>,
+) {
+    match result {
+        Ok(outcome) => {
+            for message in outcome.emitted {
+                let _ = output.send(message);
+            }
+        }
+        Err(CallError::NotFound { .. }) => {}
+        Err(_) => {
+            let Some(plugin) = registry.get(name) else { return };
+            if let PluginState::Terminated { reason } = plugin.state()
+                && reported.as_deref() != Some(plugin.version())
+            {
+                *reported = Some(plugin.version().to_owned());
+                let _ = output.send(terminated_message(name, plugin.version(), &reason));
+            }
+        }
+    }
+}
+
+/// Heka's `heka.sandbox-terminated`, in Corral's name.
+pub fn terminated_message(plugin: &str, version: &str, reason: &str) -> Message {
+    Message {
+        logger: "corral".into(),
+        severity: 3,
+        payload: reason.to_owned(),
+        ..Message::new(TERMINATED_TYPE)
+    }
+    .with_field("plugin", Value::String(plugin.to_owned()))
+    .with_field("version", Value::String(version.to_owned()))
+    .with_field("reason", Value::String(reason.to_owned()))
+}
+
+/// Writes messages as JSON lines, flushing whenever the channel runs dry.
+fn write_out(rx: Receiver<Message>, mut out: Box<dyn Write + Send>) {
+    let mut failed = false;
+    while let Ok(first) = rx.recv() {
+        let mut write = |m: Message| {
+            if let Err(e) = writeln!(out, "{}", m.to_json())
+                && !failed
+            {
+                failed = true;
+                tracing::error!("cannot write output: {e}");
+            }
+        };
+        write(first);
+        for more in rx.try_iter() {
+            write(more);
+        }
+        let _ = out.flush();
+    }
+    let _ = out.flush();
+}

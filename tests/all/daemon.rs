@@ -1,0 +1,536 @@
+//! `corral run` end to end: the real binary on a temporary watch directory, fed on stdin
+//! and over HTTP, stopped with SIGTERM.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use corral::{Message, Value};
+use corral_test_guests as guests;
+use serde_json::Value as Json;
+
+const BOUND: Duration = Duration::from_secs(30);
+
+struct Daemon {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    base: String,
+    stdout: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    token: Option<String>,
+}
+
+/// A watch directory and a data directory that outlive one daemon run.
+struct Dirs {
+    plugins: tempfile::TempDir,
+    data: tempfile::TempDir,
+}
+
+impl Dirs {
+    fn new(files: &[(&str, &str)]) -> Dirs {
+        let dirs = Dirs {
+            plugins: tempfile::tempdir().unwrap(),
+            data: tempfile::tempdir().unwrap(),
+        };
+        for (name, guest) in files {
+            std::fs::copy(guest, dirs.plugins.path().join(name)).unwrap();
+        }
+        dirs
+    }
+
+    fn sidecar(&self, name: &str, text: &str) -> &Dirs {
+        std::fs::write(self.plugins.path().join(name), text).unwrap();
+        self
+    }
+
+    fn start(&self, args: &[&str]) -> Daemon {
+        let token = args
+            .iter()
+            .position(|a| *a == "--token")
+            .map(|i| args[i + 1].to_owned());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .arg("run")
+            .arg(self.plugins.path())
+            .arg("--data")
+            .arg(self.data.path())
+            .args(if args.contains(&"--admin") {
+                &[][..]
+            } else {
+                &["--admin", "127.0.0.1:0"][..]
+            })
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("CORRAL_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, stdout) = channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (err, log) = (child.stderr.take().unwrap(), stderr.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let deadline = Instant::now() + BOUND;
+        let base = loop {
+            let log = stderr.lock().unwrap().clone();
+            if let Some(at) = log.find("admin API listening on ") {
+                let rest = &log[at + "admin API listening on ".len()..];
+                break rest.lines().next().unwrap().trim().to_owned();
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the daemon exited with {status}: {log}");
+            }
+            assert!(Instant::now() < deadline, "the daemon did not start: {log}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Daemon {
+            stdin: child.stdin.take(),
+            child,
+            base,
+            stdout,
+            stderr,
+            token,
+        }
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(BOUND))
+        .build()
+        .into()
+}
+
+impl Daemon {
+    fn send(&mut self, json: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{json}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let url = format!("{}{path}", self.base);
+        let agent = agent();
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let response = match (method, body) {
+            ("GET", _) => {
+                let mut r = agent.get(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            (_, body) => {
+                let mut r = if method == "PUT" {
+                    agent.put(&url)
+                } else {
+                    agent.post(&url)
+                };
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.send(body.unwrap_or(""))
+            }
+        };
+        let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    }
+
+    fn json(&self, method: &str, path: &str, body: Option<&str>) -> Json {
+        let (status, text) = self.request(method, path, body);
+        assert!((200..300).contains(&status), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The next emitted message that `matches` accepts; earlier ones are returned too.
+    fn output(&self, what: &str, matches: impl Fn(&Message) -> bool) -> Message {
+        let deadline = Instant::now() + BOUND;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => {
+                    let message =
+                        Message::from_json(&line).unwrap_or_else(|e| panic!("bad output line {line}: {e}"));
+                    if matches(&message) {
+                        return message;
+                    }
+                    seen.push(line);
+                }
+                Err(_) => panic!("no {what} within {BOUND:?}; saw {seen:#?}\nlog:\n{}", self.log()),
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn plugin(&self, name: &str) -> Json {
+        self.json("GET", &format!("/plugins/{name}"), None)
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + BOUND;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the stderr reader catch the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return (status, self.log());
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn of_type(type_: &str) -> impl Fn(&Message) -> bool + '_ {
+    move |m| m.type_ == type_
+}
+
+fn field<'a>(message: &'a Message, name: &str) -> &'a Value {
+    message
+        .field(name)
+        .unwrap_or_else(|| panic!("no `{name}` in {message:?}"))
+}
+
+#[test]
+fn messages_from_stdin_and_http_reach_the_plugins_that_match() {
+    let dirs = Dirs::new(&[("hello.wasm", guests::HELLO), ("counter.wasm", guests::COUNTER)]);
+    dirs.sidecar("hello.toml", "[matcher]\ntype = \"login\"\n")
+        .sidecar("counter.toml", "[matcher]\nall = true\n");
+    let mut daemon = dirs.start(&[]);
+    daemon.send(r#"{"type":"login","logger":"ann"}"#);
+    daemon.send(r#"{"type":"logout","logger":"ann"}"#);
+    daemon.send("this is not json");
+    let accepted = daemon.json("POST", "/messages", Some(r#"{"type":"login","logger":"bob"}"#));
+    assert_eq!(accepted["accepted"], 1);
+
+    let mut greeted = Vec::new();
+    for _ in 0..2 {
+        greeted.push(daemon.output("a greeting", of_type("hello.greeting")).payload);
+    }
+    greeted.sort();
+    assert_eq!(greeted, ["Hello, ann!", "Hello, bob!"]);
+
+    // The counter saw all three messages (bounded wait: it may still be at work).
+    let deadline = Instant::now() + BOUND;
+    while daemon.plugin("counter")["stats"]["process_message"]["calls"] != 3 {
+        assert!(Instant::now() < deadline, "{}", daemon.plugin("counter"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let hello = daemon.plugin("hello");
+    assert_eq!(hello["state"], "running");
+    assert_eq!(hello["stats"]["process_message"]["calls"], 2);
+    assert_eq!(hello["stats"]["emitted"], 2);
+    assert_eq!(hello["queue"]["rejected"], 0);
+    assert!(hello["version"].as_str().unwrap().len() == 64);
+    assert!(
+        daemon.log().contains("stdin line 3: invalid message JSON"),
+        "{}",
+        daemon.log()
+    );
+    let all = daemon.json("GET", "/plugins", None);
+    let names: Vec<_> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["counter", "hello"]);
+}
+
+#[test]
+fn metrics_are_prometheus_text() {
+    let dirs = Dirs::new(&[("hello.wasm", guests::HELLO)]);
+    dirs.sidecar("hello.toml", "[matcher]\nall = true\n");
+    let daemon = dirs.start(&["--no-stdin"]);
+    daemon.json(
+        "POST",
+        "/plugins/hello/call",
+        Some(r#"{"type":"x","logger":"cy"}"#),
+    );
+    let (status, text) = daemon.request("GET", "/metrics", None);
+    assert_eq!(status, 200);
+    let mut samples = std::collections::HashMap::new();
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix("# ") {
+            assert!(
+                comment.starts_with("HELP corral_") || comment.starts_with("TYPE corral_"),
+                "{line}"
+            );
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        assert!(
+            series[..name_end]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad metric name: {line}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "bad labels: {line}");
+        }
+        samples.insert(series.to_owned(), value);
+    }
+    assert_eq!(
+        samples[r#"corral_process_message_calls_total{plugin="hello",entry="process_message"}"#],
+        1.0
+    );
+    assert_eq!(samples[r#"corral_plugin_up{plugin="hello"}"#], 1.0);
+    assert!(samples[r#"corral_memory_bytes{plugin="hello"}"#] > 0.0);
+}
+
+#[test]
+fn reload_picks_up_a_new_file_at_once() {
+    let dirs = Dirs::new(&[]);
+    let daemon = dirs.start(&["--no-stdin"]);
+    std::fs::copy(guests::HELLO, dirs.plugins.path().join("late.wasm")).unwrap();
+    let plugins = daemon.json("PUT", "/plugins/reload", None);
+    assert_eq!(plugins[0]["name"], "late", "{plugins}");
+    assert_eq!(plugins[0]["state"], "running");
+}
+
+#[test]
+fn a_non_loopback_admin_api_needs_a_token_and_checks_it() {
+    let dirs = Dirs::new(&[("hello.wasm", guests::HELLO)]);
+    let refused = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .arg("run")
+        .arg(dirs.plugins.path())
+        .args(["--admin", "0.0.0.0:0", "--no-stdin", "--data"])
+        .arg(dirs.data.path())
+        .env_remove("CORRAL_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("refusing to serve the admin API on 0.0.0.0:0 without a token"),
+        "{stderr}"
+    );
+
+    let daemon = dirs.start(&["--admin", "0.0.0.0:0", "--token", "s3cret", "--no-stdin"]);
+    let port = daemon.base.rsplit(':').next().unwrap().to_owned();
+    let loopback = format!("http://127.0.0.1:{port}");
+    let mut denied = agent().get(&format!("{loopback}/plugins")).call().unwrap();
+    assert_eq!(denied.status().as_u16(), 401);
+    let body: Json = serde_json::from_str(&denied.body_mut().read_to_string().unwrap()).unwrap();
+    assert!(body["error"].as_str().unwrap().contains("bearer token"));
+    let wrong = agent()
+        .get(&format!("{loopback}/plugins"))
+        .header("Authorization", "Bearer guess")
+        .call()
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    let right = agent()
+        .get(&format!("{loopback}/plugins"))
+        .header("Authorization", "Bearer s3cret")
+        .call()
+        .unwrap();
+    assert_eq!(right.status().as_u16(), 200);
+}
+
+#[test]
+fn names_in_urls_are_checked_and_errors_are_json() {
+    let dirs = Dirs::new(&[]);
+    let daemon = dirs.start(&["--no-stdin"]);
+    let (status, body) = daemon.request("GET", "/plugins/.hidden", None);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        serde_json::from_str::<Json>(&body).unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid plugin name")
+    );
+    let (status, body) = daemon.request("GET", "/plugins/nobody", None);
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = daemon.request("POST", "/plugins/nobody/call", Some("{}"));
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = daemon.request("POST", "/messages", Some("{\"fileds\":1}"));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("unknown field"), "{body}");
+    assert_eq!(daemon.json("GET", "/health", None)["status"], "ok");
+}
+
+#[test]
+fn a_hostile_plugin_is_terminated_and_reported_while_the_others_answer() {
+    let dirs = Dirs::new(&[("fails.wasm", guests::FAILS), ("hello.wasm", guests::HELLO)]);
+    dirs.sidecar("fails.toml", "ticker-interval-ms = 20\n")
+        .sidecar("hello.toml", "[matcher]\ntype = \"login\"\n");
+    let mut daemon = dirs.start(&[]);
+    let report = daemon.output("a termination report", of_type(corral::TERMINATED_TYPE));
+    assert_eq!(field(&report, "plugin"), &Value::String("fails".into()));
+    assert_eq!(
+        report.payload,
+        "plugin `fails` failed fatally: giving up on purpose"
+    );
+    daemon.send(r#"{"type":"login","logger":"dee"}"#);
+    assert_eq!(
+        daemon.output("a greeting", of_type("hello.greeting")).payload,
+        "Hello, dee!"
+    );
+    let fails = daemon.plugin("fails");
+    assert_eq!(fails["state"], "terminated");
+    assert_eq!(
+        fails["reason"],
+        "plugin `fails` failed fatally: giving up on purpose"
+    );
+    assert!(daemon.log().contains("plugin terminated"));
+}
+
+#[test]
+fn a_slow_plugin_fills_its_own_queue_only() {
+    let dirs = Dirs::new(&[
+        ("slow.wasm", guests::INFINITE_LOOP),
+        ("hello.wasm", guests::HELLO),
+    ]);
+    // Each call of the slow plugin spins until its 2 s deadline.
+    dirs.sidecar(
+        "slow.toml",
+        "[matcher]\nall = true\n[limits]\nfuel = 9_000_000_000_000\ndeadline-ms = 2000\nmax-consecutive-failures = 1000\n",
+    )
+    .sidecar("hello.toml", "[matcher]\nall = true\n");
+    let mut daemon = dirs.start(&["--queue", "2"]);
+    // One at a time: hello answers each before the next is sent, while the slow plugin
+    // holds the first in its call and two in its queue, and turns the rest away.
+    for i in 0..8 {
+        daemon.send(&format!(r#"{{"type":"t","logger":"n{i}"}}"#));
+        let greeting = daemon.output("a greeting", of_type("hello.greeting"));
+        assert_eq!(greeting.payload, format!("Hello, n{i}!"));
+    }
+    let slow = daemon.plugin("slow");
+    let rejected = slow["queue"]["rejected"].as_u64().unwrap();
+    assert!(rejected >= 5, "{slow}");
+    assert_eq!(daemon.plugin("hello")["queue"]["rejected"], 0);
+    let metrics = daemon.request("GET", "/metrics", None).1;
+    assert!(
+        metrics.contains(&format!(
+            "corral_queue_rejected_total{{plugin=\"slow\"}} {rejected}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("queue full: message turned away plugin=slow"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn sigterm_saves_state_and_the_next_start_restores_it() {
+    let dirs = Dirs::new(&[
+        ("tally.wasm", guests::SWAP_A),
+        ("lookup.wasm", guests::LOOKUP_STORE),
+    ]);
+    dirs.sidecar("tally.toml", "[matcher]\ntype = \"x\"\n")
+        .sidecar("lookup.toml", "[matcher]\ntype = \"lookup.*\"\n");
+    let mut daemon = dirs.start(&[]);
+    for _ in 0..3 {
+        daemon.send(r#"{"type":"x"}"#);
+    }
+    daemon.send(r#"{"type":"lookup.set","fields":{"key":"k","value":"v"}}"#);
+    let mut last = 0;
+    while last < 3 {
+        let tally = daemon.output("a tally", of_type("tally"));
+        last = match field(&tally, "count") {
+            Value::Int(n) => *n,
+            other => panic!("{other:?}"),
+        };
+    }
+    // The set has been processed once the plugin's stats say so.
+    let deadline = Instant::now() + BOUND;
+    while daemon.plugin("lookup")["stats"]["process_message"]["calls"] != 1 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "exit {status}: {log}");
+    assert!(log.contains("saved=[\"tally\"]"), "{log}");
+
+    let mut daemon = dirs.start(&[]);
+    assert!(
+        daemon.log().contains("state restored from the last shutdown"),
+        "{}",
+        daemon.log()
+    );
+    daemon.send(r#"{"type":"x"}"#);
+    let tally = daemon.output("a tally", of_type("tally"));
+    assert_eq!(field(&tally, "count"), &Value::Int(4), "the count came back");
+    daemon.send(r#"{"type":"lookup.get","fields":{"key":"k"}}"#);
+    let found = daemon.output("a lookup result", of_type("lookup.result"));
+    assert_eq!(
+        field(&found, "value"),
+        &Value::String("v".into()),
+        "the store kept its data"
+    );
+}
+
+fn fixture_proc() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/proc")
+        .canonicalize()
+        .unwrap()
+}
+
+#[test]
+fn metric_plugins_read_a_granted_directory_in_place_of_proc() {
+    let dirs = Dirs::new(&[
+        ("cpu.wasm", guests::CPU),
+        ("mem.wasm", guests::MEM),
+        ("disk.wasm", guests::DISK),
+    ]);
+    let proc = fixture_proc();
+    for name in ["cpu", "mem", "disk"] {
+        dirs.sidecar(
+            &format!("{name}.toml"),
+            &format!(
+                "ticker-interval-ms = 50\n[config]\nproc = \"/proc\"\n[[permissions.dirs]]\nhost = \"{}\"\nguest = \"/proc\"\n",
+                proc.display()
+            ),
+        );
+    }
+    let daemon = dirs.start(&["--no-stdin"]);
+    let cpu = daemon.output("a cpu metric", of_type("metric.cpu"));
+    assert_eq!(field(&cpu, "user"), &Value::Int(600));
+    assert_eq!(field(&cpu, "busy-percent"), &Value::Float(50.0));
+    let mem = daemon.output("a memory metric", of_type("metric.mem"));
+    assert_eq!(field(&mem, "used-percent"), &Value::Float(75.0));
+    let disk = daemon.output("a disk metric", of_type("metric.disk"));
+    assert_eq!(field(&disk, "sda.write-bytes"), &Value::Int(1_536_000));
+}
