@@ -24,3 +24,5 @@ mod cli;
 mod hot_swap;
 // `corral run`, the daemon, end to end against the real binary.
 mod daemon;
+// The seeds' example plugins: lookup backends, configuration as code, hooks, sidecars.
+mod examples;
