@@ -1,6 +1,6 @@
 # Corral's front door. `just` lists the recipes.
 
-# Build the guests, then call the example plugins with the corral CLI.
+# List the recipes.
 default:
     @just --list
 
@@ -24,20 +24,6 @@ test: target
     cargo clippy --workspace --all-targets -- -D warnings
     cd guests && cargo clippy --release -- -D warnings
     cargo test --workspace
-
-# Benchmarks (release build): print their figures; see BENCHMARKS.md.
-bench: target
-    cargo bench -p corral --bench drop_to_serving
-
-# Format the host and the guests.
-fmt:
-    cargo fmt --all
-    cd guests && cargo fmt --all
-
-# Lint the host and the guests.
-lint: target
-    cargo clippy --workspace --all-targets -- -D warnings
-    cd guests && cargo clippy --release -- -D warnings
 
 # The main job: the daemon on plugins/ with the cpu, mem and disk metric plugins, the admin
 # API on 127.0.0.1:8000, messages as JSON lines on stdin, emitted messages on stdout.
@@ -73,17 +59,3 @@ fmt:
 lint: target
     cargo clippy --workspace --all-targets -- -D warnings
     cd guests && cargo clippy --release -- -D warnings
-
-# The main job: build the guests and run the example plugins through the corral CLI.
-# (The dev profile optimises dependencies, so the debug binary runs wasm at full speed
-# and shares its build with `just test`.)
-run: guests
-    cargo build -p corral --bin corral
-    @echo "== corral check target/guests/hello.wasm"
-    target/debug/corral check target/guests/hello.wasm
-    @echo "== corral call target/guests/hello.wasm --message ..."
-    target/debug/corral call target/guests/hello.wasm --message '{"type":"login","logger":"alice"}'
-    @echo "== corral call target/guests/counter.wasm: three messages, then the timer"
-    target/debug/corral call target/guests/counter.wasm --message '{"type":"login"}' --message '{"type":"logout"}' --message '{"type":"login"}' --timer
-    @echo "== corral call target/guests/infinite-loop.wasm: stopped by its fuel limit"
-    -target/debug/corral call target/guests/infinite-loop.wasm --message '{}'
