@@ -15,7 +15,7 @@ guests: target
     for wasm in target/guest-build/wasm32-wasip2/release/*.wasm; do \
         name=$(basename "$wasm" .wasm); cp "$wasm" "target/guests/$(echo "$name" | tr _ -).wasm"; \
     done
-    @ls target/guests
+    @echo "guests built into target/guests/" >&2
 
 # Format check, clippy with warnings as errors, and every test.
 test: target
@@ -25,10 +25,9 @@ test: target
     cd guests && cargo clippy --release -- -D warnings
     cargo test --workspace
 
-# The main job: the daemon on plugins/ with the cpu, mem and disk metric plugins, the admin
-# API on 127.0.0.1:8000, messages as JSON lines on stdin, emitted messages on stdout.
 # (The dev profile optimises dependencies, so the debug binary runs wasm at full speed
 # and shares its build with `just test`.)
+# The main job: the daemon on plugins/ with the metric plugins, admin API on 127.0.0.1:8000.
 run: guests
     cargo build -p corral --bin corral
     cp target/guests/cpu.wasm target/guests/mem.wasm target/guests/disk.wasm plugins/
