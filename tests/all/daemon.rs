@@ -534,3 +534,32 @@ fn metric_plugins_read_a_granted_directory_in_place_of_proc() {
     let disk = daemon.output("a disk metric", of_type("metric.disk"));
     assert_eq!(field(&disk, "sda.write-bytes"), &Value::Int(1_536_000));
 }
+
+#[test]
+fn output_can_go_to_a_file() {
+    let dirs = Dirs::new(&[("hello.wasm", guests::HELLO)]);
+    dirs.sidecar("hello.toml", "[matcher]\nall = true\n");
+    let file = dirs.data.path().join("out.jsonl");
+    let daemon = dirs.start(&["--no-stdin", "--output", file.to_str().unwrap()]);
+    daemon.json(
+        "POST",
+        "/messages",
+        Some(r#"[{"type":"a","logger":"fay"},{"type":"b","logger":"gus"}]"#),
+    );
+    let deadline = Instant::now() + BOUND;
+    let lines = loop {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() == 2 {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "{lines:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let payloads: Vec<_> = lines
+        .iter()
+        .map(|l| Message::from_json(l).unwrap().payload)
+        .collect();
+    assert_eq!(payloads, ["Hello, fay!", "Hello, gus!"]);
+    assert!(daemon.stdout.try_recv().is_err(), "nothing on stdout");
+}
