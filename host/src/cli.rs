@@ -55,6 +55,12 @@ struct RunArgs {
     /// Do not read messages from stdin.
     #[arg(long)]
     no_stdin: bool,
+    /// The largest .wasm file loaded: bytes, or with a KiB, MiB or GiB suffix.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = corral::parse_size)]
+    max_file_size: u64,
+    /// Follow .wasm and .toml symlinks that point outside DIR (refused by default).
+    #[arg(long)]
+    allow_symlinks: bool,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +142,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
                     .map_or(corral::OutputTarget::Stdout, corral::OutputTarget::File),
                 queue_capacity: args.queue,
                 stdin: !args.no_stdin,
+                watch: corral::WatchOptions {
+                    max_file_bytes: args.max_file_size,
+                    allow_symlinks_outside: args.allow_symlinks,
+                    ..corral::WatchOptions::default()
+                },
             })?;
             Ok(ExitCode::SUCCESS)
         }

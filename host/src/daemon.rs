@@ -21,6 +21,7 @@ use crate::message::Message;
 use crate::persist::RedbStore;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
+use crate::watcher::WatchOptions;
 
 /// Where emitted messages go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,8 @@ pub struct DaemonConfig {
     pub queue_capacity: usize,
     /// Whether to read messages from stdin.
     pub stdin: bool,
+    /// How the watch directory is watched: debounce, file size limit, symlinks.
+    pub watch: WatchOptions,
 }
 
 impl DaemonConfig {
@@ -96,7 +99,11 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let registry = Registry::new(host);
     registry.restore_saved_state_from(store.clone());
     let pipeline = Pipeline::start(registry.clone(), output, config.queue_capacity);
-    let watcher = Arc::new(registry.watch(&config.dir).map_err(|e| fail(&e))?);
+    let watcher = Arc::new(
+        registry
+            .watch_with(&config.dir, config.watch.clone())
+            .map_err(|e| fail(&e))?,
+    );
     tracing::info!(dir = %watcher.dir().display(), plugins = registry.names().len(), "watching");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -64,5 +64,5 @@ pub use sidecar::Sidecar;
 pub use stats::{EntryStats, Stats};
 pub use store::{KvStore, MemoryStore, StoreError};
 pub use wasmtime::Trap;
-pub use watcher::{DEBOUNCE, WatchError, Watcher};
+pub use watcher::{DEBOUNCE, WatchError, WatchOptions, Watcher};
 pub use world::{PLUGIN_PACKAGE_VERSION, WASI_VERSION, WorldReport};

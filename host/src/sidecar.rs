@@ -217,6 +217,25 @@ impl Sidecar {
         })
     }
 
+    /// Parses the text of the sidecar at `path`: relative directory grants are taken
+    /// relative to the sidecar's directory, and errors name the file.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Sidecar`] naming the file and the reason.
+    pub fn parse_at(text: &str, path: &Path) -> Result<Sidecar, LoadError> {
+        let mut sidecar = Sidecar::parse(text).map_err(|reason| LoadError::Sidecar {
+            path: path.to_owned(),
+            reason,
+        })?;
+        if let Some(base) = path.parent() {
+            for grant in &mut sidecar.options.dirs {
+                grant.host = base.join(&grant.host);
+            }
+        }
+        Ok(sidecar)
+    }
+
     /// Reads the sidecar at `path`; `Ok(None)` when there is no such file.
     ///
     /// # Errors
@@ -229,16 +248,7 @@ impl Sidecar {
             reason,
         };
         match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let mut sidecar = Sidecar::parse(&text).map_err(fail)?;
-                // Relative grants are relative to the sidecar's own directory.
-                if let Some(base) = path.parent() {
-                    for grant in &mut sidecar.options.dirs {
-                        grant.host = base.join(&grant.host);
-                    }
-                }
-                Ok(Some(sidecar))
-            }
+            Ok(text) => Sidecar::parse_at(&text, path).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(fail(e.to_string())),
         }

@@ -13,6 +13,7 @@
 //! the new settings; a bad sidecar keeps the old settings and reports the line and key.
 
 use std::collections::BTreeSet;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
 use std::thread::JoinHandle;
@@ -39,16 +40,24 @@ pub struct WatchError {
 
 /// Keeps a registry in step with a directory until dropped.
 pub struct Watcher {
-    dir: PathBuf,
-    registry: Registry,
+    spot: Spot,
     debouncer: Option<Debouncer<notify::RecommendedWatcher, RecommendedCache>>,
     worker: Option<JoinHandle<()>>,
+}
+
+/// A watched directory, its registry and its options: what a sync needs.
+#[derive(Clone)]
+struct Spot {
+    registry: Registry,
+    dir: PathBuf,
+    options: WatchOptions,
 }
 
 impl std::fmt::Debug for Watcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watcher")
-            .field("dir", &self.dir)
+            .field("dir", &self.spot.dir)
+            .field("options", &self.spot.options)
             .finish_non_exhaustive()
     }
 }
@@ -56,13 +65,13 @@ impl std::fmt::Debug for Watcher {
 impl Watcher {
     /// The directory watched (canonicalised).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.spot.dir
     }
 
     /// Looks at the whole directory again and makes the registry match it, as if every
     /// file had just changed (the admin API's reload). Returns when done.
     pub fn rescan(&self) {
-        sync_dir(&self.registry, &self.dir);
+        self.spot.sync_dir();
     }
 }
 
@@ -78,6 +87,39 @@ impl Drop for Watcher {
     }
 }
 
+/// How a directory is watched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// Writes to one file closer together than this reload it once (default
+    /// [`DEBOUNCE`]). Longer suits writers that pause mid-file; writing to a temporary
+    /// name and renaming into place needs none.
+    pub debounce: Duration,
+    /// The largest `.wasm` file loaded (default [`WatchOptions::DEFAULT_MAX_FILE_BYTES`]);
+    /// a larger one fails to load with its size in the error.
+    pub max_file_bytes: u64,
+    /// Whether a `.wasm` or sidecar may be a symlink to a file outside the directory
+    /// (default: no; links within the directory are always followed).
+    pub allow_symlinks_outside: bool,
+}
+
+impl WatchOptions {
+    /// The default largest plugin file: 64 MiB (interpreted-language guests are tens of
+    /// MB).
+    pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
+    /// The largest sidecar read.
+    pub const MAX_SIDECAR_BYTES: u64 = 1 << 20;
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            debounce: DEBOUNCE,
+            max_file_bytes: WatchOptions::DEFAULT_MAX_FILE_BYTES,
+            allow_symlinks_outside: false,
+        }
+    }
+}
+
 impl Registry {
     /// Loads every plugin in `dir`, then keeps the registry in step with it: new files
     /// are loaded, changed files swapped in, removed files unloaded. Returns once the
@@ -87,22 +129,15 @@ impl Registry {
     ///
     /// [`WatchError`] when `dir` does not exist or cannot be watched.
     pub fn watch(&self, dir: impl AsRef<Path>) -> Result<Watcher, WatchError> {
-        self.watch_with_debounce(dir, DEBOUNCE)
+        self.watch_with(dir, WatchOptions::default())
     }
 
-    /// As [`Registry::watch`], with another quiet period than [`DEBOUNCE`]: writes to
-    /// one file closer together than `debounce` reload it once. Longer suits writers
-    /// that pause mid-file; writing to a temporary name and renaming into place needs
-    /// none.
+    /// As [`Registry::watch`], with other [`WatchOptions`].
     ///
     /// # Errors
     ///
     /// As [`Registry::watch`].
-    pub fn watch_with_debounce(
-        &self,
-        dir: impl AsRef<Path>,
-        debounce: Duration,
-    ) -> Result<Watcher, WatchError> {
+    pub fn watch_with(&self, dir: impl AsRef<Path>, options: WatchOptions) -> Result<Watcher, WatchError> {
         let fail = |reason: String| WatchError {
             dir: dir.as_ref().to_owned(),
             reason,
@@ -112,14 +147,19 @@ impl Registry {
             return Err(fail("not a directory".into()));
         }
         let (tx, rx) = channel::<DebounceEventResult>();
-        let mut debouncer = new_debouncer(debounce, None, tx).map_err(|e| fail(e.to_string()))?;
+        let mut debouncer = new_debouncer(options.debounce, None, tx).map_err(|e| fail(e.to_string()))?;
         // Watch before the first scan, so nothing written in between is missed.
         debouncer
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(|e| fail(e.to_string()))?;
-        sync_dir(self, &dir);
+        let spot = Spot {
+            registry: self.clone(),
+            dir: dir.clone(),
+            options,
+        };
+        spot.sync_dir();
 
-        let (registry, watched) = (self.clone(), dir.clone());
+        let watched = spot.clone();
         let worker = std::thread::Builder::new()
             .name("corral-watch".into())
             .spawn(move || {
@@ -132,26 +172,25 @@ impl Registry {
                                 .iter()
                                 .filter(|e| !matches!(e.kind, EventKind::Access(_)))
                                 .flat_map(|e| e.paths.iter())
-                                .filter_map(|p| plugin_name(&watched, p))
+                                .filter_map(|p| plugin_name(&watched.dir, p))
                                 .collect();
                             for name in names {
-                                sync(&registry, &watched, &name);
+                                watched.sync(&name);
                             }
                         }
                         Err(errors) => {
                             for e in errors {
-                                tracing::warn!(dir = %watched.display(), "watch error: {e}");
+                                tracing::warn!(dir = %watched.dir.display(), "watch error: {e}");
                             }
                             // Events may have been lost: look at everything again.
-                            sync_dir(&registry, &watched);
+                            watched.sync_dir();
                         }
                     }
                 }
             })
             .map_err(|e| fail(e.to_string()))?;
         Ok(Watcher {
-            dir,
-            registry: self.clone(),
+            spot,
             debouncer: Some(debouncer),
             worker: Some(worker),
         })
@@ -173,65 +212,146 @@ fn plugin_name(dir: &Path, path: &Path) -> Option<String> {
     (!stem.starts_with('.')).then(|| stem.to_owned())
 }
 
-/// Syncs every name that has a file in `dir` or was loaded from it.
-fn sync_dir(registry: &Registry, dir: &Path) {
-    let mut names: BTreeSet<String> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| plugin_name(dir, &e.ok()?.path()))
-            .collect(),
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), "cannot list the watch directory: {e}");
-            BTreeSet::new()
-        }
-    };
-    names.extend(
-        registry
-            .statuses()
-            .into_iter()
-            .filter(|s| s.path.as_ref().and_then(|p| p.parent()) == Some(dir))
-            .map(|s| s.name),
-    );
-    for name in names {
-        sync(registry, dir, &name);
-    }
-}
-
-/// Makes the registry's `name` match `dir/name.wasm` and `dir/name.toml` as they are now.
-fn sync(registry: &Registry, dir: &Path, name: &str) {
-    let wasm = dir.join(format!("{name}.wasm"));
-    let metadata = match std::fs::metadata(&wasm) {
-        Ok(metadata) => metadata,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // Gone (or only a sidecar is left): unload what this file had loaded.
-            if registry.path_of(name).as_deref() == Some(wasm.as_path()) {
-                registry.unload(name);
+impl Spot {
+    /// Syncs every name that has a file in the directory or was loaded from it.
+    fn sync_dir(&self) {
+        let dir = &self.dir;
+        let mut names: BTreeSet<String> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .filter_map(|e| plugin_name(dir, &e.ok()?.path()))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), "cannot list the watch directory: {e}");
+                BTreeSet::new()
             }
+        };
+        names.extend(
+            self.registry
+                .statuses()
+                .into_iter()
+                .filter(|s| s.path.as_ref().and_then(|p| p.parent()) == Some(dir.as_path()))
+                .map(|s| s.name),
+        );
+        for name in names {
+            self.sync(&name);
+        }
+    }
+
+    /// Makes the registry's `name` match `name.wasm` and `name.toml` as they are now.
+    fn sync(&self, name: &str) {
+        let registry = &self.registry;
+        let wasm = self.dir.join(format!("{name}.wasm"));
+        let bytes = match self.read(&wasm, self.options.max_file_bytes) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                // Gone (or only a sidecar is left): unload what this file had loaded.
+                if registry.path_of(name).as_deref() == Some(wasm.as_path()) {
+                    registry.unload(name);
+                }
+                return;
+            }
+            Err(error) => return registry.fail(name, &error),
+        };
+        if let Err(error) = validate_name(name) {
+            return registry.fail(name, &error);
+        }
+        // Still being written: its next write brings another event.
+        if std::fs::metadata(&wasm).map(|m| m.len()).ok() != Some(bytes.len() as u64) {
+            tracing::debug!(plugin = name, "file still changing, waiting for its next event");
             return;
         }
-        Err(source) => return registry.fail(name, &LoadError::Read { path: wasm, source }),
-    };
-    if let Err(error) = validate_name(name) {
-        return registry.fail(name, &error);
+        let toml = self.dir.join(format!("{name}.toml"));
+        let sidecar = match self.read(&toml, WatchOptions::MAX_SIDECAR_BYTES) {
+            Ok(None) => Sidecar::default(),
+            Ok(Some(bytes)) => match String::from_utf8(bytes) {
+                Ok(text) => match Sidecar::parse_at(&text, &toml) {
+                    Ok(sidecar) => sidecar,
+                    Err(error) => return registry.fail(name, &error),
+                },
+                Err(_) => {
+                    let reason = "the file is not UTF-8 text".to_owned();
+                    return registry.fail(name, &LoadError::Sidecar { path: toml, reason });
+                }
+            },
+            Err(error) => return registry.fail(name, &error),
+        };
+        // Errors are recorded and sent as events by the registry.
+        let _ = registry.install_from(name, &bytes, sidecar, Some(wasm));
     }
-    if metadata.is_dir() {
-        let source = std::io::Error::other("it is a directory, not a file");
-        return registry.fail(name, &LoadError::Read { path: wasm, source });
+
+    /// The bytes of `path` if it is a regular file of at most `max` bytes inside the
+    /// directory (or a link to one, as the options allow); `None` if it does not exist.
+    fn read(&self, path: &Path, max: u64) -> Result<Option<Vec<u8>>, LoadError> {
+        let refuse = |why: String| LoadError::Read {
+            path: path.to_owned(),
+            source: std::io::Error::other(why),
+        };
+        let link = match std::fs::symlink_metadata(path) {
+            Ok(metadata) => metadata,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(LoadError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        if link.file_type().is_symlink() {
+            let target = match path.canonicalize() {
+                Ok(target) => target,
+                // A dangling link is no file at all.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(source) => {
+                    return Err(LoadError::Read {
+                        path: path.to_owned(),
+                        source,
+                    });
+                }
+            };
+            if target.parent() != Some(self.dir.as_path()) && !self.options.allow_symlinks_outside {
+                return Err(refuse(format!(
+                    "it is a symlink to `{}`, outside the watch directory; copy the file in, \
+                     or allow links outside the directory (`--allow-symlinks`)",
+                    target.display()
+                )));
+            }
+        }
+        let metadata = std::fs::metadata(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        if metadata.is_dir() {
+            return Err(refuse("it is a directory, not a file".into()));
+        }
+        if !metadata.is_file() {
+            // A FIFO or a device could block the watcher forever, or never end.
+            return Err(refuse("it is not a regular file".into()));
+        }
+        if metadata.len() > max {
+            return Err(refuse(format!(
+                "it is {} bytes, more than the {max} allowed",
+                metadata.len()
+            )));
+        }
+        let file = std::fs::File::open(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut bytes = Vec::with_capacity(metadata.len() as usize);
+        // Read at most one byte more than allowed, in case it grew since.
+        file.take(max + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| LoadError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        if bytes.len() as u64 > max {
+            return Err(refuse(format!(
+                "it grew past the {max} bytes allowed while being read"
+            )));
+        }
+        Ok(Some(bytes))
     }
-    let bytes = match std::fs::read(&wasm) {
-        Ok(bytes) => bytes,
-        Err(source) => return registry.fail(name, &LoadError::Read { path: wasm, source }),
-    };
-    // Still being written: its next write brings another event.
-    if std::fs::metadata(&wasm).map(|m| m.len()).ok() != Some(bytes.len() as u64) {
-        tracing::debug!(plugin = name, "file still changing, waiting for its next event");
-        return;
-    }
-    let sidecar = match Sidecar::load(&dir.join(format!("{name}.toml"))) {
-        Ok(sidecar) => sidecar.unwrap_or_default(),
-        Err(error) => return registry.fail(name, &error),
-    };
-    // Errors are recorded and sent as events by the registry.
-    let _ = registry.install_from(name, &bytes, sidecar, Some(wasm));
 }
 
 #[cfg(test)]

@@ -15,20 +15,30 @@ use corral_test_guests as guests;
 /// How long any awaited event may take before the test fails.
 const BOUND: Duration = Duration::from_secs(20);
 
-struct Dir {
+pub(crate) struct Dir {
     _temp: tempfile::TempDir,
-    path: PathBuf,
-    registry: Registry,
+    pub path: PathBuf,
+    pub registry: Registry,
     events: Receiver<Event>,
     watcher: Watcher,
 }
 
 /// A fresh watch directory with `files` (name, guest path) in it before watching starts.
-fn watched(files: &[(&str, &str)]) -> Dir {
+pub(crate) fn watched(files: &[(&str, &str)]) -> Dir {
     watched_with_debounce(files, corral::DEBOUNCE)
 }
 
 fn watched_with_debounce(files: &[(&str, &str)], debounce: Duration) -> Dir {
+    watched_with(
+        files,
+        corral::WatchOptions {
+            debounce,
+            ..corral::WatchOptions::default()
+        },
+    )
+}
+
+pub(crate) fn watched_with(files: &[(&str, &str)], options: corral::WatchOptions) -> Dir {
     let temp = tempfile::tempdir().unwrap();
     let path = temp.path().canonicalize().unwrap();
     for (name, guest) in files {
@@ -36,7 +46,7 @@ fn watched_with_debounce(files: &[(&str, &str)], debounce: Duration) -> Dir {
     }
     let registry = Registry::new(crate::support::host().clone());
     let events = registry.subscribe();
-    let watcher = registry.watch_with_debounce(&path, debounce).unwrap();
+    let watcher = registry.watch_with(&path, options).unwrap();
     // The initial load happened before `watch` returned: keep only what follows.
     let initial: Vec<Event> = events.try_iter().collect();
     assert_eq!(initial.len(), files.len(), "{initial:?}");
@@ -51,7 +61,7 @@ fn watched_with_debounce(files: &[(&str, &str)], debounce: Duration) -> Dir {
 
 impl Dir {
     /// Waits for the first event `matches` accepts, returning it and the events before it.
-    fn wait(&self, what: &str, matches: impl Fn(&Event) -> bool) -> (Event, Vec<Event>) {
+    pub fn wait(&self, what: &str, matches: impl Fn(&Event) -> bool) -> (Event, Vec<Event>) {
         let deadline = Instant::now() + BOUND;
         let mut before = Vec::new();
         loop {
@@ -64,18 +74,18 @@ impl Dir {
         }
     }
 
-    fn file(&self, name: &str) -> PathBuf {
+    pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
 
     /// Writes `bytes` as `name` the safe way: to a temporary file, renamed into place.
-    fn put(&self, name: &str, bytes: &[u8]) {
+    pub fn put(&self, name: &str, bytes: &[u8]) {
         let temp = self.path.join(format!(".{name}.partial"));
         fs::write(&temp, bytes).unwrap();
         fs::rename(&temp, self.file(name)).unwrap();
     }
 
-    fn version_answering(&self, name: &str) -> String {
+    pub fn version_answering(&self, name: &str) -> String {
         let outcome = self
             .registry
             .process_message(name, &Message::new("ping"))
@@ -87,19 +97,19 @@ impl Dir {
     }
 }
 
-fn bytes(guest: &str) -> Vec<u8> {
+pub(crate) fn bytes(guest: &str) -> Vec<u8> {
     fs::read(guest).unwrap()
 }
 
-fn loaded(name: &str) -> impl Fn(&Event) -> bool + '_ {
+pub(crate) fn loaded(name: &str) -> impl Fn(&Event) -> bool + '_ {
     move |e| matches!(e, Event::Loaded { name: n, .. } if n == name)
 }
 
-fn replaced(name: &str) -> impl Fn(&Event) -> bool + '_ {
+pub(crate) fn replaced(name: &str) -> impl Fn(&Event) -> bool + '_ {
     move |e| matches!(e, Event::Replaced { name: n, .. } if n == name)
 }
 
-fn failed(name: &str) -> impl Fn(&Event) -> bool + '_ {
+pub(crate) fn failed(name: &str) -> impl Fn(&Event) -> bool + '_ {
     move |e| matches!(e, Event::Failed { name: n, .. } if n == name)
 }
 

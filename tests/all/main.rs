@@ -22,6 +22,8 @@ mod stats;
 mod cli;
 // The watch directory: load, swap with state handoff, unload, bad files, the cache.
 mod hot_swap;
+// Bad files in the watch directory: clear errors, nothing replaced, host up.
+mod bad_files;
 // `corral run`, the daemon, end to end against the real binary.
 mod daemon;
 // The seeds' example plugins: lookup backends, configuration as code, hooks, sidecars.
