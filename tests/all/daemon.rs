@@ -563,3 +563,39 @@ fn output_can_go_to_a_file() {
     assert_eq!(payloads, ["Hello, fay!", "Hello, gus!"]);
     assert!(daemon.stdout.try_recv().is_err(), "nothing on stdout");
 }
+
+#[test]
+fn a_slow_plugin_inside_its_limits_does_not_stall_the_others() {
+    let dirs = Dirs::new(&[("slow.wasm", guests::SLOW_BUT_OK), ("hello.wasm", guests::HELLO)]);
+    dirs.sidecar(
+        "slow.toml",
+        "[matcher]\ntype = \"slow\"\n[limits]\nfuel = 4_000_000_000\ndeadline-ms = 20000\n",
+    )
+    .sidecar("hello.toml", "[matcher]\ntype = \"hi\"\n");
+    let mut daemon = dirs.start(&[]);
+    for _ in 0..4 {
+        daemon.send(r#"{"type":"slow","fields":{"iterations":20000000}}"#);
+    }
+    daemon.send(r#"{"type":"hi","logger":"hal"}"#);
+    let mut slow_done_first = 0;
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let line = daemon
+            .stdout
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap();
+        let message = Message::from_json(&line).unwrap();
+        match message.type_.as_str() {
+            "slow-done" => slow_done_first += 1,
+            "hello.greeting" => break,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(slow_done_first < 4, "hello waited for all the slow work");
+    for _ in slow_done_first..4 {
+        daemon.output("the rest of the slow work", of_type("slow-done"));
+    }
+    let slow = daemon.plugin("slow");
+    assert_eq!(slow["stats"]["process_message"]["failures"], 0, "{slow}");
+    assert_eq!(slow["state"], "running");
+}

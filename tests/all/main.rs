@@ -22,6 +22,8 @@ mod stats;
 mod cli;
 // The watch directory: load, swap with state handoff, unload, bad files, the cache.
 mod hot_swap;
+// Hostile guests: exact typed outcomes, the host up, the others answering.
+mod hostile;
 // Bad files in the watch directory: clear errors, nothing replaced, host up.
 mod bad_files;
 // `corral run`, the daemon, end to end against the real binary.
