@@ -49,6 +49,10 @@ demo: guests
 bench: target
     cargo bench -p corral --bench drop_to_serving
 
+# The soak: 10,000 traps and 1,000 swaps under load; fails on growth, failures or loss.
+soak: target
+    cargo bench -p corral --bench soak
+
 # Format the host and the guests.
 fmt:
     cargo fmt --all
