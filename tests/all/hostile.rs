@@ -70,7 +70,13 @@ fn a_loop_calling_host_imports_runs_out_of_fuel_or_time() {
 
 #[test]
 fn spinning_on_clocks_and_random_runs_out_of_fuel() {
-    let spinner = Arc::new(load("clock-spinner", guests::CLOCK_SPINNER));
+    // Clock and random calls are host calls: on a loaded machine the default 1 s
+    // deadline could come first. A long deadline makes fuel the limit under test.
+    let options = limited(Limits {
+        deadline: Duration::from_secs(120),
+        ..Limits::default()
+    });
+    let spinner = Arc::new(load_as("clock-spinner", guests::CLOCK_SPINNER, options));
     let spinning = spinner.clone();
     let (result, answered) = while_misbehaving(move || spinning.process_message(&message("go", "")));
     expect_limit(result, Limit::Fuel);

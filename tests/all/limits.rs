@@ -31,7 +31,12 @@ fn assert_limit(result: Result<corral::CallOutcome, CallError>, plugin: &str, ex
 
 #[test]
 fn an_infinite_loop_runs_out_of_fuel_and_the_next_call_gets_a_fresh_instance() {
-    let looping = load("loop-fuel", guests::INFINITE_LOOP);
+    // A deadline far away, so that fuel is the limit even on a crowded machine.
+    let limits = Limits {
+        deadline: Duration::from_secs(120),
+        ..Limits::default()
+    };
+    let looping = load_as("loop-fuel", guests::INFINITE_LOOP, limited(limits));
     let detail = assert_limit(
         looping.process_message(&message("spin", "")),
         "loop-fuel",
