@@ -53,6 +53,17 @@ bench: target
 soak: target
     cargo bench -p corral --bench soak
 
+# Fuzz each target for SECONDS (cargo-fuzz, libFuzzer, no sanitizer so stable Rust works).
+fuzz seconds="60": guests
+    cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+    mkdir -p fuzz/corpus/loader fuzz/corpus/sidecar fuzz/corpus/message_json
+    cp target/guests/hello.wasm target/guests/counter.wasm target/guests/swap-a.wasm fuzz/corpus/loader/
+    cp plugins/*.toml fuzz/corpus/sidecar/
+    printf '%s' '{"timestamp":1,"type":"t","logger":"l","severity":3,"payload":"p","fields":{"s":"x","i":-2,"f":1.5,"b":true,"raw":{"bytes":"AAE="}}}' > fuzz/corpus/message_json/seed.json
+    cd fuzz && for target in sidecar message_json loader; do \
+        cargo fuzz run --sanitizer none -O "$target" "corpus/$target" -- -max_total_time={{seconds}} || exit 1; \
+    done
+
 # Format the host and the guests.
 fmt:
     cargo fmt --all
