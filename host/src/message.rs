@@ -302,6 +302,16 @@ mod tests {
     }
 
     #[test]
+    fn floats_round_trip_exactly() {
+        // Found by the message_json fuzz target: without serde_json's exact float
+        // parsing, a huge integer read as a float came back one ulp off.
+        let json = r#"{"fields":{"i":-66666666666666666666666666666666666666666662,"x":0.1,"y":2.2250738585072014e-308}}"#;
+        let m = Message::from_json(json).unwrap();
+        assert_eq!(Message::from_json(&m.to_json()).unwrap(), m);
+        assert_eq!(m.field("i"), Some(&Value::Float(-6.666666666666666e43)));
+    }
+
+    #[test]
     fn missing_keys_take_heka_defaults() {
         let before = now_ns();
         let m = Message::from_json("{}").unwrap();
