@@ -4,7 +4,8 @@
 //! inotify reports a write as it happens: `cp` over a file fires several modify events
 //! (reacting to the first would load half a file), write-then-rename fires renames with
 //! no remove, and a move from another directory fires only the arrival. So events are
-//! debounced (a burst of writes becomes one reload of the final content), reduced to the
+//! debounced (a burst of writes becomes one reload of the final content) — except
+//! renames, which are complete when seen and are synced at once — reduced to the
 //! names they touch, and each name is then *synced*: the directory is looked at as it is
 //! now and the registry made to match it. A file still growing when looked at is left
 //! for its next event; one that does not compile or fit the world never replaces the
@@ -13,13 +14,16 @@
 //! the new settings; a bad sidecar keeps the old settings and reports the line and key.
 
 use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use notify::{EventKind, RecursiveMode};
+use notify::event::ModifyKind;
+use notify::{EventKind, RecursiveMode, Watcher as _};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 
 use crate::error::LoadError;
@@ -41,8 +45,27 @@ pub struct WatchError {
 /// Keeps a registry in step with a directory until dropped.
 pub struct Watcher {
     spot: Spot,
+    renames: Option<notify::RecommendedWatcher>,
     debouncer: Option<Debouncer<notify::RecommendedWatcher, RecommendedCache>>,
     worker: Option<JoinHandle<()>>,
+}
+
+/// What a look at a name's files found.
+enum Look {
+    /// No `.wasm` file.
+    Gone,
+    /// A file still being written.
+    Changing,
+    /// A complete file and its sidecar.
+    Ready(Vec<u8>, Box<Sidecar>),
+}
+
+/// What the watch thread is told.
+enum Input {
+    /// Events that went quiet for the debounce period.
+    Debounced(DebounceEventResult),
+    /// A path renamed in or out, reported at once.
+    Renamed(PathBuf),
 }
 
 /// A watched directory, its registry and its options: what a sync needs.
@@ -51,6 +74,31 @@ struct Spot {
     registry: Registry,
     dir: PathBuf,
     options: WatchOptions,
+    /// The files each name was last synced from: a sync that finds the very same files
+    /// (same inode, size and times) has nothing to do. This is what keeps the debounced
+    /// echo of a rename, or a reader's access, from re-reading — and from restarting a
+    /// terminated plugin that nobody re-dropped.
+    seen: Arc<Mutex<HashMap<String, Identity>>>,
+}
+
+/// Which files a name's `.wasm` and `.toml` are, as far as metadata tells.
+type Identity = (Option<FileId>, Option<FileId>);
+
+/// A file's identity: device, inode, size, modification and change times.
+type FileId = (u64, u64, u64, i64, i64, i64, i64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    ))
 }
 
 impl std::fmt::Debug for Watcher {
@@ -71,13 +119,21 @@ impl Watcher {
     /// Looks at the whole directory again and makes the registry match it, as if every
     /// file had just changed (the admin API's reload). Returns when done.
     pub fn rescan(&self) {
+        // Look again even at files that have not changed: what failed for a reason
+        // outside the file (a missing granted directory, say) gets another try.
+        self.spot
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         self.spot.sync_dir();
     }
 }
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        // Stopping the debouncer drops its event sender, which ends the worker's loop.
+        // Dropping both watchers drops their event senders, which ends the worker's loop.
+        drop(self.renames.take());
         if let Some(debouncer) = self.debouncer.take() {
             debouncer.stop();
         }
@@ -146,16 +202,36 @@ impl Registry {
         if !dir.is_dir() {
             return Err(fail("not a directory".into()));
         }
-        let (tx, rx) = channel::<DebounceEventResult>();
-        let mut debouncer = new_debouncer(options.debounce, None, tx).map_err(|e| fail(e.to_string()))?;
+        let (tx, rx) = channel::<Input>();
+        let debounced = tx.clone();
+        let mut debouncer = new_debouncer(options.debounce, None, move |result| {
+            let _ = debounced.send(Input::Debounced(result));
+        })
+        .map_err(|e| fail(e.to_string()))?;
+        // A rename into place is complete the moment it is seen: it need not wait for
+        // quiet. (Its debounced event follows and finds the content unchanged.)
+        let mut renames = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
+            if let Ok(event) = result
+                && matches!(event.kind, EventKind::Modify(ModifyKind::Name(_)))
+            {
+                for path in event.paths {
+                    let _ = tx.send(Input::Renamed(path));
+                }
+            }
+        })
+        .map_err(|e| fail(e.to_string()))?;
         // Watch before the first scan, so nothing written in between is missed.
         debouncer
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(|e| fail(e.to_string()))?;
+        renames
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(|e| fail(e.to_string()))?;
         let spot = Spot {
             registry: self.clone(),
             dir: dir.clone(),
             options,
+            seen: Arc::default(),
         };
         spot.sync_dir();
 
@@ -163,9 +239,14 @@ impl Registry {
         let worker = std::thread::Builder::new()
             .name("corral-watch".into())
             .spawn(move || {
-                for result in rx {
-                    match result {
-                        Ok(events) => {
+                for input in rx {
+                    match input {
+                        Input::Renamed(path) => {
+                            if let Some(name) = plugin_name(&watched.dir, &path) {
+                                watched.sync(&name);
+                            }
+                        }
+                        Input::Debounced(Ok(events)) => {
                             // Reading a file (as sync does) fires access events: they
                             // change nothing, and following them would loop.
                             let names: BTreeSet<String> = events
@@ -178,7 +259,7 @@ impl Registry {
                                 watched.sync(&name);
                             }
                         }
-                        Err(errors) => {
+                        Input::Debounced(Err(errors)) => {
                             for e in errors {
                                 tracing::warn!(dir = %watched.dir.display(), "watch error: {e}");
                             }
@@ -191,6 +272,7 @@ impl Registry {
             .map_err(|e| fail(e.to_string()))?;
         Ok(Watcher {
             spot,
+            renames: Some(renames),
             debouncer: Some(debouncer),
             worker: Some(worker),
         })
@@ -237,46 +319,64 @@ impl Spot {
         }
     }
 
-    /// Makes the registry's `name` match `name.wasm` and `name.toml` as they are now.
+    /// Makes the registry's `name` match `name.wasm` and `name.toml` as they are now,
+    /// unless they are the very files it was last synced from.
     fn sync(&self, name: &str) {
-        let registry = &self.registry;
         let wasm = self.dir.join(format!("{name}.wasm"));
-        let bytes = match self.read(&wasm, self.options.max_file_bytes) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => {
-                // Gone (or only a sidecar is left): unload what this file had loaded.
-                if registry.path_of(name).as_deref() == Some(wasm.as_path()) {
-                    registry.unload(name);
-                }
-                return;
-            }
-            Err(error) => return registry.fail(name, &error),
-        };
-        if let Err(error) = validate_name(name) {
-            return registry.fail(name, &error);
-        }
-        // Still being written: its next write brings another event.
-        if std::fs::metadata(&wasm).map(|m| m.len()).ok() != Some(bytes.len() as u64) {
-            tracing::debug!(plugin = name, "file still changing, waiting for its next event");
+        let toml = self.dir.join(format!("{name}.toml"));
+        let identity = (file_id(&wasm), file_id(&toml));
+        let seen = || self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if identity.0.is_some() && seen().get(name) == Some(&identity) {
             return;
         }
-        let toml = self.dir.join(format!("{name}.toml"));
-        let sidecar = match self.read(&toml, WatchOptions::MAX_SIDECAR_BYTES) {
-            Ok(None) => Sidecar::default(),
-            Ok(Some(bytes)) => match String::from_utf8(bytes) {
-                Ok(text) => match Sidecar::parse_at(&text, &toml) {
-                    Ok(sidecar) => sidecar,
-                    Err(error) => return registry.fail(name, &error),
-                },
-                Err(_) => {
-                    let reason = "the file is not UTF-8 text".to_owned();
-                    return registry.fail(name, &LoadError::Sidecar { path: toml, reason });
+        let settled = match self.look(name, &wasm, &toml) {
+            Ok(Look::Gone) => {
+                // Gone (or only a sidecar is left): unload what this file had loaded.
+                if self.registry.path_of(name).as_deref() == Some(wasm.as_path()) {
+                    self.registry.unload(name);
                 }
-            },
-            Err(error) => return registry.fail(name, &error),
+                true
+            }
+            // Still being written: its next write brings another event.
+            Ok(Look::Changing) => false,
+            Ok(Look::Ready(bytes, sidecar)) => {
+                // Errors are recorded and sent as events by the registry.
+                let _ = self.registry.install_from(name, &bytes, *sidecar, Some(wasm));
+                true
+            }
+            Err(error) => {
+                self.registry.fail(name, &error);
+                true
+            }
         };
-        // Errors are recorded and sent as events by the registry.
-        let _ = registry.install_from(name, &bytes, sidecar, Some(wasm));
+        if settled {
+            seen().insert(name.to_owned(), identity);
+        } else {
+            seen().remove(name);
+        }
+    }
+
+    /// What is on disk for `name`.
+    fn look(&self, name: &str, wasm: &Path, toml: &Path) -> Result<Look, LoadError> {
+        let Some(bytes) = self.read(wasm, self.options.max_file_bytes)? else {
+            return Ok(Look::Gone);
+        };
+        validate_name(name)?;
+        if std::fs::metadata(wasm).map(|m| m.len()).ok() != Some(bytes.len() as u64) {
+            tracing::debug!(plugin = name, "file still changing, waiting for its next event");
+            return Ok(Look::Changing);
+        }
+        let sidecar = match self.read(toml, WatchOptions::MAX_SIDECAR_BYTES)? {
+            None => Sidecar::default(),
+            Some(bytes) => {
+                let text = String::from_utf8(bytes).map_err(|_| LoadError::Sidecar {
+                    path: toml.to_owned(),
+                    reason: "the file is not UTF-8 text".to_owned(),
+                })?;
+                Sidecar::parse_at(&text, toml)?
+            }
+        };
+        Ok(Look::Ready(bytes, Box::new(sidecar)))
     }
 
     /// The bytes of `path` if it is a regular file of at most `max` bytes inside the
