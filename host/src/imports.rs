@@ -132,6 +132,12 @@ impl store::Host for SandboxState {
                     value.len()
                 )));
             }
+            let keys = u64::from(self.limits.store_keys);
+            if self.kv.get(&self.plugin, &key)?.is_none() && self.kv.count(&self.plugin)? >= keys {
+                return Err(store::Error::TooLarge(format!(
+                    "the store holds {keys} keys, the most allowed: delete some first"
+                )));
+            }
             Ok(self.kv.set(&self.plugin, &key, &value)?)
         }))
     }

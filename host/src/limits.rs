@@ -42,6 +42,8 @@ pub struct Limits {
     pub store_key_bytes: u32,
     /// The largest value the plugin may put in its store, in bytes.
     pub store_value_bytes: u32,
+    /// The most keys the plugin's store namespace may hold.
+    pub store_keys: u32,
 }
 
 impl Limits {
@@ -61,6 +63,8 @@ impl Limits {
     pub const DEFAULT_STORE_KEY_BYTES: u32 = 1 << 10;
     /// Default largest store value: 1 MiB.
     pub const DEFAULT_STORE_VALUE_BYTES: u32 = 1 << 20;
+    /// Default most keys in one store namespace.
+    pub const DEFAULT_STORE_KEYS: u32 = 10_000;
 }
 
 impl Default for Limits {
@@ -74,6 +78,7 @@ impl Default for Limits {
             max_consecutive_failures: Self::DEFAULT_MAX_CONSECUTIVE_FAILURES,
             store_key_bytes: Self::DEFAULT_STORE_KEY_BYTES,
             store_value_bytes: Self::DEFAULT_STORE_VALUE_BYTES,
+            store_keys: Self::DEFAULT_STORE_KEYS,
         }
     }
 }

@@ -13,9 +13,10 @@
 //! [`FLUSH_INTERVAL`]; [`RedbStore::flush`] (called at shutdown) makes them durable at
 //! once. A crash can lose at most the last interval's writes, never corrupt the file.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
@@ -42,6 +43,9 @@ pub struct OpenError {
 pub struct RedbStore {
     db: Arc<Database>,
     dirty: Arc<AtomicBool>,
+    /// Keys per namespace, counted once on first need and kept up to date by every write
+    /// through this store (the only writer: the database is this process's).
+    counts: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 fn other(e: impl std::fmt::Display) -> StoreError {
@@ -73,6 +77,7 @@ impl RedbStore {
         let store = RedbStore {
             db: Arc::new(db),
             dirty: Arc::new(AtomicBool::new(false)),
+            counts: Arc::default(),
         };
         let (weak, dirty) = (Arc::downgrade(&store.db), store.dirty.clone());
         std::thread::Builder::new()
@@ -162,6 +167,20 @@ impl RedbStore {
     }
 }
 
+impl RedbStore {
+    fn lock_counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps a namespace's cached count in step with a write (uncounted ones are counted
+    /// on first need instead).
+    fn adjust(&self, namespace: &str, by: i64) {
+        if let Some(n) = self.lock_counts().get_mut(namespace) {
+            *n = n.saturating_add_signed(by);
+        }
+    }
+}
+
 /// An empty commit with immediate durability persists every non-durable commit before it.
 fn durable_commit(db: &Database) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(other)?;
@@ -179,12 +198,32 @@ impl KvStore for RedbStore {
     }
 
     fn set(&self, namespace: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.write(|t| t.insert((namespace, key), value).map(|_| true).map_err(other))
-            .map(drop)
+        let added = self.write(|t| {
+            t.insert((namespace, key), value)
+                .map(|old| old.is_none())
+                .map_err(other)
+        })?;
+        if added {
+            self.adjust(namespace, 1);
+        }
+        Ok(())
     }
 
     fn delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError> {
-        self.write(|t| t.remove((namespace, key)).map(|v| v.is_some()).map_err(other))
+        let removed = self.write(|t| t.remove((namespace, key)).map(|v| v.is_some()).map_err(other))?;
+        if removed {
+            self.adjust(namespace, -1);
+        }
+        Ok(removed)
+    }
+
+    fn count(&self, namespace: &str) -> Result<u64, StoreError> {
+        if let Some(n) = self.lock_counts().get(namespace) {
+            return Ok(*n);
+        }
+        let n = self.list_keys(namespace, "")?.len() as u64;
+        self.lock_counts().insert(namespace.to_owned(), n);
+        Ok(n)
     }
 
     fn list_keys(&self, namespace: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
@@ -228,6 +267,12 @@ mod tests {
         assert_eq!(store.list_keys("a", "").unwrap(), ["count/x", "count/y"]);
         assert_eq!(store.list_keys("b", "").unwrap(), ["count/x"]);
         assert_eq!(store.get("c", "count/x").unwrap(), None);
+        assert_eq!((store.count("a").unwrap(), store.count("c").unwrap()), (2, 0));
+        store.set("a", "count/z", b"3").unwrap();
+        store.set("a", "count/z", b"4").unwrap();
+        assert_eq!(store.count("a").unwrap(), 3, "a new key counts once");
+        store.delete("a", "count/z").unwrap();
+        assert_eq!(store.count("a").unwrap(), 2);
         assert_eq!(store.saved_state("a").unwrap(), Some((3, b"saved".to_vec())));
         store.forget_state("a").unwrap();
         assert_eq!(store.saved_state("a").unwrap(), None);

@@ -16,6 +16,7 @@
 //! max-consecutive-failures = 3
 //! store-key-bytes = 256
 //! store-value-bytes = "64KiB"
+//! store-keys = 1000
 //!
 //! [config]                   # what the plugin reads through its config import
 //! greeting = "Howdy"
@@ -101,6 +102,7 @@ struct LimitsFile {
     max_consecutive_failures: Option<NonZeroU32>,
     store_key_bytes: Option<Size>,
     store_value_bytes: Option<Size>,
+    store_keys: Option<u32>,
 }
 
 /// Bytes, as an integer or a string with a unit.
@@ -191,6 +193,7 @@ impl Sidecar {
             limits.store_key_bytes = narrow(l.store_key_bytes, limits.store_key_bytes, "store-key-bytes")?;
             limits.store_value_bytes =
                 narrow(l.store_value_bytes, limits.store_value_bytes, "store-value-bytes")?;
+            limits.store_keys = l.store_keys.unwrap_or(limits.store_keys);
         }
         let config = file
             .config
@@ -274,6 +277,7 @@ mod tests {
             max-consecutive-failures = 2
             store-key-bytes = 64
             store-value-bytes = "1KiB"
+            store-keys = 7
             [config]
             greeting = "Howdy"
             threshold = 5
@@ -301,6 +305,7 @@ mod tests {
             (l.max_consecutive_failures, l.store_key_bytes, l.store_value_bytes),
             (2, 64, 1024)
         );
+        assert_eq!(l.store_keys, 7);
         let config: Vec<_> = sidecar
             .options
             .config

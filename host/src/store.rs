@@ -38,6 +38,12 @@ pub trait KvStore: Send + Sync + Debug {
     fn delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError>;
     /// The keys in `namespace` that start with `prefix`, sorted.
     fn list_keys(&self, namespace: &str, prefix: &str) -> Result<Vec<String>, StoreError>;
+
+    /// How many keys `namespace` holds. The default lists them; backends that can count
+    /// faster should.
+    fn count(&self, namespace: &str) -> Result<u64, StoreError> {
+        self.list_keys(namespace, "").map(|keys| keys.len() as u64)
+    }
 }
 
 /// An in-memory [`KvStore`]: fast, shared by every plugin of a host, gone when the
@@ -76,6 +82,10 @@ impl KvStore for MemoryStore {
 
     fn delete(&self, namespace: &str, key: &str) -> Result<bool, StoreError> {
         Ok(self.with(|ns| ns.get_mut(namespace).and_then(|m| m.remove(key)).is_some()))
+    }
+
+    fn count(&self, namespace: &str) -> Result<u64, StoreError> {
+        Ok(self.with(|ns| ns.get(namespace).map_or(0, |m| m.len() as u64)))
     }
 
     fn list_keys(&self, namespace: &str, prefix: &str) -> Result<Vec<String>, StoreError> {

@@ -244,3 +244,24 @@ fn a_flood_of_large_emits_stops_at_the_output_cap() {
     assert!(stats.discarded > 0 && stats.emitted == 0, "{stats:?}");
     assert!(flood.timer_event(0).is_ok());
 }
+
+#[test]
+fn a_store_namespace_holds_at_most_its_key_quota() {
+    let options = limited(Limits {
+        store_keys: 20,
+        ..Limits::default()
+    });
+    let values = load_as("huge-values-quota", guests::HUGE_VALUES, options);
+    let many = message("store-many", "").with_field("count", Value::Int(50));
+    let result = values.process_message(&many).unwrap().emitted.remove(0);
+    assert_eq!(result.field("written"), Some(&Value::Int(20)));
+    match result.field("outcome") {
+        Some(Value::String(s)) => assert!(s.contains("the store holds 20 keys, the most allowed"), "{s}"),
+        other => panic!("{other:?}"),
+    }
+    // Overwriting a key that exists is still allowed at the quota.
+    let again = message("store-many", "").with_field("count", Value::Int(5));
+    let result = values.process_message(&again).unwrap().emitted.remove(0);
+    assert_eq!(result.field("outcome"), Some(&Value::String("ok".into())));
+    assert_eq!(host().store().count("huge-values-quota").unwrap(), 20);
+}
