@@ -133,7 +133,8 @@ impl store::Host for SandboxState {
                 )));
             }
             let keys = u64::from(self.limits.store_keys);
-            if self.kv.get(&self.plugin, &key)?.is_none() && self.kv.count(&self.plugin)? >= keys {
+            // Counting is O(1); only a namespace at its quota pays for the existence check.
+            if self.kv.count(&self.plugin)? >= keys && self.kv.get(&self.plugin, &key)?.is_none() {
                 return Err(store::Error::TooLarge(format!(
                     "the store holds {keys} keys, the most allowed: delete some first"
                 )));

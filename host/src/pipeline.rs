@@ -152,13 +152,6 @@ impl Pipeline {
         taken
     }
 
-    /// Sends `message` to the output, as if a plugin had emitted it.
-    pub fn emit(&self, message: Message) {
-        if let Some(tx) = lock(&self.output).as_ref() {
-            let _ = tx.send(message);
-        }
-    }
-
     fn start_worker(&self, name: &str) {
         let mut workers = lock(&self.workers);
         if workers.contains_key(name) {
