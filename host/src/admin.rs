@@ -393,6 +393,19 @@ fn prometheus(admin: &Admin) -> String {
             .iter()
             .map(|(n, q)| (label(n), q.rejected.load(Ordering::Relaxed) as f64)),
     );
+    let compiles = admin.registry.host().compile_stats();
+    family(
+        "components_total",
+        "counter",
+        "Components loaded, by where their compiled code came from: the in-memory memo, the disk cache, or the compiler.",
+        &mut [
+            ("memo", compiles.memo_hits),
+            ("cache", compiles.cache_hits),
+            ("compiled", compiles.compiled),
+        ]
+        .into_iter()
+        .map(|(source, n)| (format!("source=\"{source}\""), n as f64)),
+    );
     let _ = writeln!(
         out,
         "# HELP corral_unmatched_messages_total Messages that matched no plugin.\n\

@@ -19,12 +19,13 @@ pub const WORLD: &str = "corral:plugin/filter@0.1.0";
 #[non_exhaustive]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read plugin file `{}`: {source}", path.display())]
+    #[error("cannot read plugin file `{}`: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (in the message already, so not also a `source()`, which
+        /// would print it twice in a report of the error chain).
+        error: std::io::Error,
     },
     /// The plugin's name cannot be used (it names its store namespace and its logs).
     #[error("invalid plugin name `{name}`: {reason}")]

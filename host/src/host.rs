@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -118,6 +118,7 @@ impl HostBuilder {
             store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
             epoch_tick: self.epoch_tick,
             memo: Arc::new(Mutex::new(VecDeque::new())),
+            compiling: Arc::default(),
         })
     }
 }
@@ -131,8 +132,27 @@ pub struct Host {
     store: Arc<dyn KvStore>,
     epoch_tick: Duration,
     memo: Arc<Mutex<Memo>>,
+    /// The digests being compiled now, so that a second load of the same bytes waits
+    /// for the first compile instead of doing it again (seconds, for a Python guest).
+    compiling: Arc<(Mutex<Vec<[u8; 32]>>, Condvar)>,
     cache: Option<CompileCache>,
     counters: Arc<Counters>,
+}
+
+/// Takes a digest off [`Host::compiling`] when its compile ends, however it ends.
+struct Compiling<'a> {
+    host: &'a Host,
+    digest: [u8; 32],
+}
+
+impl Drop for Compiling<'_> {
+    fn drop(&mut self) {
+        let (list, done) = &*self.host.compiling;
+        list.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|d| *d != self.digest);
+        done.notify_all();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -196,9 +216,9 @@ impl Host {
     pub fn load_file(&self, path: impl AsRef<Path>, options: PluginOptions) -> Result<Plugin, LoadError> {
         let path = path.as_ref();
         let name = plugin_name(path)?;
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         self.load(&name, &bytes, options)
     }
@@ -262,10 +282,23 @@ impl Host {
     fn compile(&self, name: &str, bytes: &[u8], digest: [u8; 32]) -> Result<Component, LoadError> {
         let memo = || self.memo.lock().unwrap_or_else(PoisonError::into_inner);
         let count = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed);
-        if let Some((_, c)) = memo().iter().find(|(d, _)| *d == digest) {
-            count(&self.counters.memo_hits);
-            return Ok(c.clone());
-        }
+        let _compiling = loop {
+            // The memo is read under the list's lock: a compile that ends puts its
+            // component in the memo before it leaves the list.
+            let (list, done) = &*self.compiling;
+            let mut list = list.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, c)) = memo().iter().find(|(d, _)| *d == digest) {
+                count(&self.counters.memo_hits);
+                return Ok(c.clone());
+            }
+            if !list.contains(&digest) {
+                list.push(digest);
+                break Compiling { host: self, digest };
+            }
+            // Another load is compiling these bytes: wait for it, then look again (it
+            // may have failed, and then this load compiles and fails on its own).
+            drop(done.wait_while(list, |list| list.contains(&digest)));
+        };
         let cached = self
             .cache
             .as_ref()

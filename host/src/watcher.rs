@@ -384,15 +384,15 @@ impl Spot {
     fn read(&self, path: &Path, max: u64) -> Result<Option<Vec<u8>>, LoadError> {
         let refuse = |why: String| LoadError::Read {
             path: path.to_owned(),
-            source: std::io::Error::other(why),
+            error: std::io::Error::other(why),
         };
         let link = match std::fs::symlink_metadata(path) {
             Ok(metadata) => metadata,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
+            Err(error) => {
                 return Err(LoadError::Read {
                     path: path.to_owned(),
-                    source,
+                    error,
                 });
             }
         };
@@ -401,10 +401,10 @@ impl Spot {
                 Ok(target) => target,
                 // A dangling link is no file at all.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(source) => {
+                Err(error) => {
                     return Err(LoadError::Read {
                         path: path.to_owned(),
-                        source,
+                        error,
                     });
                 }
             };
@@ -416,9 +416,9 @@ impl Spot {
                 )));
             }
         }
-        let metadata = std::fs::metadata(path).map_err(|source| LoadError::Read {
+        let metadata = std::fs::metadata(path).map_err(|error| LoadError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         if metadata.is_dir() {
             return Err(refuse("it is a directory, not a file".into()));
@@ -433,17 +433,17 @@ impl Spot {
                 metadata.len()
             )));
         }
-        let file = std::fs::File::open(path).map_err(|source| LoadError::Read {
+        let file = std::fs::File::open(path).map_err(|error| LoadError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let mut bytes = Vec::with_capacity(metadata.len() as usize);
         // Read at most one byte more than allowed, in case it grew since.
         file.take(max + 1)
             .read_to_end(&mut bytes)
-            .map_err(|source| LoadError::Read {
+            .map_err(|error| LoadError::Read {
                 path: path.to_owned(),
-                source,
+                error,
             })?;
         if bytes.len() as u64 > max {
             return Err(refuse(format!(

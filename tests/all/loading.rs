@@ -134,3 +134,22 @@ fn check_reports_imports_and_exports_without_running() {
         report.imports
     );
 }
+
+#[test]
+fn loads_of_the_same_bytes_at_once_compile_them_once() {
+    let host = corral::Host::new().unwrap();
+    let bytes = std::fs::read(guests::COUNTER).unwrap();
+    let barrier = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        for i in 0..2 {
+            let (host, bytes, barrier) = (&host, &bytes, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                host.load(&format!("same-bytes-{i}"), bytes, PluginOptions::default())
+                    .unwrap();
+            });
+        }
+    });
+    let stats = host.compile_stats();
+    assert_eq!((stats.compiled, stats.memo_hits), (1, 1), "{stats:?}");
+}
