@@ -8,13 +8,11 @@ default:
 target:
     @rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
-# Build every guest under guests/ into target/guests/<name>.wasm.
+# Build every guest under guests/ into target/guests/<name>.wasm: the Rust ones with
+# cargo, the Python (py-*) and JavaScript (js-*) ones with componentize-py and
+# componentize-js, installed into target/tools/ on first use (tests/build.rs does it all).
 guests: target
-    cd guests && cargo build --release
-    mkdir -p target/guests
-    for wasm in target/guest-build/wasm32-wasip2/release/*.wasm; do \
-        name=$(basename "$wasm" .wasm); cp "$wasm" "target/guests/$(echo "$name" | tr _ -).wasm"; \
-    done
+    cargo build -p corral-test-guests
     @echo "guests built into target/guests/" >&2
 
 # Format check, clippy with warnings as errors, and every test.

@@ -1,11 +1,25 @@
-//! Builds every guest under `guests/` for `wasm32-wasip2`, leaves each component at
-//! `target/guests/<name>.wasm` (the path `just guests` also produces), and writes a path
-//! constant per guest for the tests. Cargo caches the guest build; this script reruns
-//! only when `guests/` or `wit/` change.
+//! Builds every guest under `guests/` into `target/guests/<name>.wasm` (what `just guests`
+//! runs), and writes a path constant per guest for the tests:
+//!
+//! - Rust guests (a `Cargo.toml` making a `cdylib`) with cargo for `wasm32-wasip2`;
+//! - Python guests (`py-*/app.py`) with componentize-py, and JavaScript guests
+//!   (`js-*/plugin.js`) with componentize-js. Each tool is installed on first use into
+//!   `target/tools/`, at the version `guests/tools/` pins. Without `python3` or `npm` (or
+//!   a registry to install from) those guests are skipped with a warning and their
+//!   constants say why, unless `CORRAL_REQUIRE_GUEST_TOOLS=1` (CI) makes that an error.
+//!
+//! Cargo reruns this script only when `guests/` or `wit/` change, and a Python or
+//! JavaScript guest is rebuilt only when its sources or the WIT are newer than it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::{env, fs};
+
+#[path = "build/polyglot.rs"]
+mod polyglot;
+
+/// Set (to anything but `0`) to make a missing Python or JavaScript tool an error.
+const REQUIRE_TOOLS: &str = "CORRAL_REQUIRE_GUEST_TOOLS";
 
 fn main() {
     let root = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap())
@@ -17,6 +31,7 @@ fn main() {
     let out_dir = root.join("target").join("guests");
     println!("cargo:rerun-if-changed={}", guests.display());
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    println!("cargo:rerun-if-env-changed={REQUIRE_TOOLS}");
 
     let mut cargo = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo
@@ -59,6 +74,7 @@ fn main() {
             dest.display().to_string()
         ));
     }
+    constants.push_str(&polyglot::build(&root, &out_dir));
     fs::write(
         PathBuf::from(env::var("OUT_DIR").unwrap()).join("guests.rs"),
         constants,

@@ -529,6 +529,15 @@ impl Retiring<'_> {
     }
 }
 
+/// Why the guest aborted, from what its language's runtime printed on stderr before the
+/// `unreachable` trap: an uncaught Python exception (componentize-py), a Rust panic, or
+/// an uncaught JavaScript exception (componentize-js). `None` for a bare trap.
+fn panic_message(stderr: &str) -> Option<String> {
+    python_exception(stderr)
+        .or_else(|| rust_panic(stderr))
+        .or_else(|| js_exception(stderr))
+}
+
 /// The message of a Rust panic printed on stderr:
 ///
 /// ```text
@@ -538,7 +547,7 @@ impl Retiring<'_> {
 /// ```
 ///
 /// gives `the message (at src/lib.rs:10:5)`.
-fn panic_message(stderr: &str) -> Option<String> {
+fn rust_panic(stderr: &str) -> Option<String> {
     let rest = &stderr[stderr.find("panicked at ")? + "panicked at ".len()..];
     let mut lines = rest.lines();
     let location = lines.next().unwrap_or("").trim_end_matches(':');
@@ -549,6 +558,52 @@ fn panic_message(stderr: &str) -> Option<String> {
     } else {
         format!("{} (at {location})", message.trim_end())
     })
+}
+
+/// The last uncaught exception of a Python traceback on stderr:
+///
+/// ```text
+/// Traceback (most recent call last):
+///   File "/0/app.py", line 21, in process_message
+/// ValueError: boom
+/// ```
+///
+/// gives `ValueError: boom (at app.py, line 21, in process_message)`. componentize-py
+/// prints a Rust panic after it, which says only that Python raised.
+fn python_exception(stderr: &str) -> Option<String> {
+    let traceback = &stderr[stderr.rfind("Traceback (most recent call last):")?..];
+    let mut location = None;
+    let mut exception = None;
+    for line in traceback.lines().skip(1) {
+        if line.starts_with("thread '") {
+            break;
+        } else if let Some(file) = line.trim_start().strip_prefix("File \"") {
+            // componentize-py mounts each Python path entry as `/0`, `/1`…
+            let file = file.trim_start_matches(|c: char| c == '/' || c.is_ascii_digit());
+            location = Some(file.replacen('"', "", 1));
+        } else if !line.starts_with(' ') && !line.trim().is_empty() {
+            exception = Some(line.trim());
+        }
+    }
+    let exception = exception?;
+    Some(match location {
+        Some(location) => format!("{exception} (at {location})"),
+        None => exception.to_owned(),
+    })
+}
+
+/// What componentize-js printed before aborting on an uncaught exception: the lines
+/// before its `Stack:`, when its `abort()` notice follows.
+fn js_exception(stderr: &str) -> Option<String> {
+    if !stderr.contains("Redirecting call to abort()") {
+        return None;
+    }
+    let message: Vec<&str> = stderr
+        .lines()
+        .take_while(|l| l.trim() != "Stack:")
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    (!message.is_empty()).then(|| message.join("\n"))
 }
 
 #[cfg(test)]
@@ -564,5 +619,27 @@ mod tests {
             Some("boom\nagain (at src/lib.rs:10:5)")
         );
         assert_eq!(panic_message("just an abort"), None);
+    }
+
+    #[test]
+    fn python_exceptions_are_found_in_stderr() {
+        let stderr = "Traceback (most recent call last):\n  File \"/0/app.py\", line 21, in process_message\n\
+                      ValueError: boom\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1293:29:\n\
+                      Python function threw an unexpected exception\n";
+        assert_eq!(
+            panic_message(stderr).as_deref(),
+            Some("ValueError: boom (at app.py, line 21, in process_message)")
+        );
+    }
+
+    #[test]
+    fn javascript_exceptions_are_found_in_stderr() {
+        let stderr = "invalid variant tag value `undefined` (received `Error: boom`)\nStack:\n  \
+                      export_processMessage@initializer.js:1146:17\nRedirecting call to abort() to mozalloc_abort\n";
+        assert_eq!(
+            panic_message(stderr).as_deref(),
+            Some("invalid variant tag value `undefined` (received `Error: boom`)")
+        );
+        assert_eq!(panic_message("Stack:\nsomething\n"), None);
     }
 }

@@ -599,3 +599,55 @@ fn a_slow_plugin_inside_its_limits_does_not_stall_the_others() {
     assert_eq!(slow["stats"]["process_message"]["failures"], 0, "{slow}");
     assert_eq!(slow["state"], "running");
 }
+
+#[test]
+fn a_python_plugin_compiles_once_and_comes_from_the_cache_after_a_restart() {
+    let Some(python) = crate::support::polyglot(guests::PY_COUNTER) else {
+        return;
+    };
+    let dirs = Dirs::new(&[]);
+    dirs.sidecar("counter.toml", "[matcher]\ntype = \"x\"\n");
+    let mut daemon = dirs.start(&[]);
+    // Dropped in after the start, the ~18 MB component compiles in the background:
+    // seconds, far more on a loaded machine, hence the long bound.
+    let temp = dirs.plugins.path().join(".counter.wasm.partial");
+    std::fs::copy(python, &temp).unwrap();
+    std::fs::rename(&temp, dirs.plugins.path().join("counter.wasm")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while daemon.request("GET", "/plugins/counter", None).0 != 200 {
+        assert!(Instant::now() < deadline, "not loaded: {}", daemon.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let compiles = |daemon: &Daemon| {
+        let metrics = daemon.request("GET", "/metrics", None).1;
+        ["memo", "cache", "compiled"].map(|source| {
+            let line = format!("corral_components_total{{source=\"{source}\"}} ");
+            let at = metrics
+                .find(&line)
+                .unwrap_or_else(|| panic!("no {line} in {metrics}"));
+            metrics[at + line.len()..].lines().next().unwrap().to_owned()
+        })
+    };
+    assert_eq!(compiles(&daemon), ["0", "0", "1"]);
+    for _ in 0..2 {
+        daemon.send(r#"{"type":"x"}"#);
+    }
+    while daemon.plugin("counter")["stats"]["process_message"]["calls"] != 2 {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "exit {status}: {log}");
+
+    // The restart finds the compiled code in the data directory's cache, and the
+    // in-memory count the plugin saved at shutdown.
+    dirs.sidecar(
+        "counter.toml",
+        "ticker-interval-ms = 50\n[matcher]\ntype = \"x\"\n",
+    );
+    let daemon = dirs.start(&[]);
+    assert_eq!(compiles(&daemon), ["0", "1", "0"]);
+    let totals = daemon.output("the totals", of_type("counter.totals"));
+    assert_eq!(totals.payload, "2", "{totals:?}");
+    assert_eq!(field(&totals, "x"), &Value::Int(2));
+}

@@ -28,5 +28,9 @@ mod hostile;
 mod bad_files;
 // `corral run`, the daemon, end to end against the real binary.
 mod daemon;
+// Plugins in Python and JavaScript: the counter's outcomes, swaps, limits, the cache.
+mod polyglot;
+// `corral new`: projects in Rust, Python and JavaScript that build and load.
+mod scaffold;
 // The seeds' example plugins: lookup backends, configuration as code, hooks, sidecars.
 mod examples;

@@ -1,14 +1,43 @@
 //! Helpers shared by every test module.
 
+use std::path::PathBuf;
 use std::sync::LazyLock;
 
 use corral::{Host, Message, Plugin, PluginOptions};
 
 /// One host for the whole test binary, as an embedding program would have: plugins
-/// share its engine and compile memo, so each guest compiles once.
+/// share its engine and compile memo, so each guest compiles once, and a disk compile
+/// cache under `target/` keeps the large Python and JavaScript guests from compiling
+/// again on the next run.
 pub fn host() -> &'static Host {
-    static HOST: LazyLock<Host> = LazyLock::new(|| Host::new().expect("host starts"));
+    static HOST: LazyLock<Host> = LazyLock::new(|| {
+        Host::builder()
+            .cache_dir(compile_cache())
+            .build()
+            .expect("host starts")
+    });
     &HOST
+}
+
+/// The test host's disk compile cache.
+pub fn compile_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache")
+}
+
+/// The path of a Python or JavaScript guest, or `None` after printing why it was not
+/// built (no `python3` or `npm` on this machine). With `CORRAL_REQUIRE_GUEST_TOOLS` set,
+/// as in CI, a missing guest fails the test instead.
+pub fn polyglot(built: Result<&'static str, &'static str>) -> Option<&'static str> {
+    match built {
+        Ok(path) => Some(path),
+        Err(why) if std::env::var("CORRAL_REQUIRE_GUEST_TOOLS").is_ok_and(|v| !v.is_empty() && v != "0") => {
+            panic!("{why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED (set CORRAL_REQUIRE_GUEST_TOOLS=1 to fail instead): {why}");
+            None
+        }
+    }
 }
 
 /// Loads the guest at `path` under `name` with `options`, or panics with the error.

@@ -1,5 +1,7 @@
 //! Example plugin: counts messages per type in its store, and emits the totals on every
-//! timer event as one `counter.totals` message with a field per type.
+//! timer event as one `counter.totals` message with a field per type and the number of
+//! messages counted as its payload. `py-counter` and `js-counter` are the same plugin in
+//! Python and JavaScript.
 
 use corral_guest::{Failure, Guest, Message, OutMessage, Value, store};
 
@@ -25,11 +27,13 @@ impl Guest for Counter {
     fn timer_event(_now_ns: i64) -> Result<(), Failure> {
         let keys = store::list_keys(PREFIX).map_err(|e| Failure::non_fatal(format!("store list: {e:?}")))?;
         let mut totals = OutMessage::new("counter.totals");
+        let mut all = 0;
         for key in keys {
             let count = read(&key)?;
+            all += count;
             totals = totals.field(&key[PREFIX.len()..], Value::Int(count));
         }
-        corral_guest::emit(&totals);
+        corral_guest::emit(&totals.payload(all.to_string()));
         Ok(())
     }
 }
