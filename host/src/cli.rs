@@ -1,4 +1,4 @@
-//! Command-line parsing and the commands: `check` and `call`.
+//! Command-line parsing and the commands: `check`, `call`, `new` and `run`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -24,10 +24,24 @@ enum Command {
     Check {
         /// The plugin's .wasm component.
         file: PathBuf,
+        #[command(flatten)]
+        cache: CacheArgs,
     },
     /// Load FILE into a sandbox and call it: each --message in order, then --timer.
     /// Emitted messages go to stdout as JSON lines, the plugin's logs to stderr.
     Call(CallArgs),
+    /// Start a plugin project: write NAME/ with the plugin, the WIT it builds against,
+    /// a sidecar NAME.toml and a README with the commands to build and deploy it.
+    New {
+        /// The plugin's name: lowercase letters, digits and hyphens.
+        name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum, default_value_t = crate::new::Lang::Rust)]
+        lang: crate::new::Lang,
+        /// Where to create NAME/.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
     /// Run the daemon: watch DIR for plugins, route JSON-line messages from stdin and
     /// the admin API to them, run their timers, write what they emit as JSON lines.
     Run(RunArgs),
@@ -78,6 +92,36 @@ struct CallArgs {
     config: Vec<String>,
     #[command(flatten)]
     limits: LimitArgs,
+    /// Print the plugin's stats to stderr at the end (fuel, memory, output, durations),
+    /// to choose its limits.
+    #[arg(long)]
+    stats: bool,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+#[derive(Debug, Args)]
+struct CacheArgs {
+    /// Compile the component afresh instead of using, and filling, the compile cache in
+    /// $XDG_CACHE_HOME/corral (or ~/.cache/corral), which makes a large Python or
+    /// JavaScript plugin load in a fraction of a second after the first time.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl CacheArgs {
+    /// A host with the user's compile cache, unless --no-cache or there is no home.
+    fn host(&self) -> anyhow::Result<Host> {
+        let dir = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+        let host = match dir {
+            Some(dir) if !self.no_cache => Host::builder().cache_dir(dir.join("corral")).build()?,
+            _ => Host::new()?,
+        };
+        Ok(host)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -129,8 +173,19 @@ pub fn run() -> anyhow::Result<ExitCode> {
         .with_target(false)
         .init();
     match cli.command {
-        Command::Check { file } => check(file),
+        Command::Check { file, cache } => check(file, &cache),
         Command::Call(args) => call(args),
+        Command::New { name, lang, dir } => {
+            let (project, files) = crate::new::create(&name, lang, &dir)?;
+            for file in files {
+                println!("{}", file.display());
+            }
+            eprintln!(
+                "created `{}`: its README.md says how to build it and drop it into a watch directory",
+                project.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run(args) => {
             corral::run(corral::DaemonConfig {
                 dir: args.dir,
@@ -153,8 +208,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
-fn check(file: PathBuf) -> anyhow::Result<ExitCode> {
-    let host = Host::new()?;
+fn check(file: PathBuf, cache: &CacheArgs) -> anyhow::Result<ExitCode> {
+    let host = cache.host()?;
     let bytes = std::fs::read(&file).with_context(|| format!("cannot read `{}`", file.display()))?;
     let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
     let report = host.check(name, &bytes)?;
@@ -198,18 +253,51 @@ fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         options = options.config(key, value);
     }
 
-    let host = Host::new()?;
+    let host = args.cache.host()?;
     let plugin = host.load_file(&args.file, options)?;
     let print = |outcome: corral::CallOutcome| {
         for message in outcome.emitted {
             println!("{}", message.to_json());
         }
     };
-    for message in &messages {
-        print(plugin.process_message(message)?);
+    let result = (|| {
+        for message in &messages {
+            print(plugin.process_message(message)?);
+        }
+        if let Some(now_ns) = timer {
+            print(plugin.timer_event(now_ns)?);
+        }
+        anyhow::Ok(())
+    })();
+    if args.stats {
+        print_stats(&plugin.stats());
     }
-    if let Some(now_ns) = timer {
-        print(plugin.timer_event(now_ns)?);
-    }
-    Ok(ExitCode::SUCCESS)
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// The stats an author sizes limits by, one per line on stderr.
+fn print_stats(stats: &corral::Stats) {
+    let entry = |name: &str, e: &corral::EntryStats| {
+        if e.calls > 0 {
+            eprintln!(
+                "stats: {name}: {} calls, {} failed, mean {:?}, max {:?}",
+                e.calls,
+                e.failures,
+                e.average_duration(),
+                e.max_duration
+            );
+        }
+    };
+    entry("process-message", &stats.process_message);
+    entry("timer-event", &stats.timer_event);
+    eprintln!("stats: most fuel one call used: {}", stats.max_fuel_used);
+    eprintln!(
+        "stats: memory: {} bytes now, {} at most",
+        stats.memory_bytes, stats.peak_memory_bytes
+    );
+    eprintln!(
+        "stats: most output one call wrote: {} bytes",
+        stats.max_output_bytes
+    );
+    eprintln!("stats: instances: {}", stats.instances);
 }

@@ -6,9 +6,18 @@ use corral::{Message, Value};
 use corral_test_guests as guests;
 
 fn corral(args: &[&str]) -> Output {
+    corral_caching_in(
+        args,
+        &std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-cache"),
+    )
+}
+
+/// `corral ARGS` with its compile cache under `cache` rather than the user's own.
+fn corral_caching_in(args: &[&str], cache: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_corral"))
         .args(args)
         .env("NO_COLOR", "1")
+        .env("XDG_CACHE_HOME", cache)
         .output()
         .expect("the corral binary runs")
 }
@@ -113,4 +122,40 @@ fn config_values_are_passed_with_config_flags() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let echo = Message::from_json(text(&out.stdout).trim()).unwrap();
     assert_eq!(echo.field("b"), Some(&Value::String("x=y".into())));
+}
+
+#[test]
+fn check_and_call_keep_compiled_code_in_the_user_cache_unless_told_not_to() {
+    let entries = |dir: &std::path::Path| std::fs::read_dir(dir.join("corral")).map_or(0, |d| d.count());
+    let cache = tempfile::tempdir().unwrap();
+    let out = corral_caching_in(&["check", "--no-cache", guests::HELLO], cache.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(entries(cache.path()), 0, "--no-cache writes nothing");
+
+    let out = corral_caching_in(&["check", guests::HELLO], cache.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(entries(cache.path()) > 0, "the compiled component is cached");
+}
+
+#[test]
+fn call_prints_the_stats_to_size_limits_by() {
+    let out = corral(&[
+        "call",
+        guests::COUNTER,
+        "--message",
+        r#"{"type":"a"}"#,
+        "--timer",
+        "--stats",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("stats: process-message: 1 calls, 0 failed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("stats: timer-event: 1 calls, 0 failed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("stats: most fuel one call used: "), "{stderr}");
 }
