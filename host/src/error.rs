@@ -82,7 +82,8 @@ pub enum LoadError {
     /// or another version of the contract.
     #[error(
         "plugin `{plugin}` does not fit the `{WORLD}` world:{}\n  \
-         rebuild it against the WIT files of this Corral (the `wit/` directory)",
+         rebuild it against the WIT files of this Corral (its `wit/` directory, which \
+         `corral new` copies into a new project)",
         Bulleted(problems)
     )]
     Incompatible {
@@ -143,24 +144,59 @@ impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Mismatch::MissingExport { name } => {
-                write!(f, "missing export `{name}`: the plugin must export it")
+                let snake = name.replace('-', "_");
+                let mut camel = String::new();
+                for (i, word) in name.split('-').enumerate() {
+                    let mut chars = word.chars();
+                    match chars.next() {
+                        Some(c) if i > 0 => camel.extend(c.to_uppercase().chain(chars)),
+                        Some(c) => camel.extend(std::iter::once(c).chain(chars)),
+                        None => {}
+                    }
+                }
+                write!(
+                    f,
+                    "missing export `{name}`: the plugin must export it (`fn {snake}` in Rust, \
+                     `def {snake}` on the WitWorld class in Python, `export function {camel}` \
+                     in JavaScript)"
+                )
             }
             Mismatch::ExportType { name, reason } => {
                 write!(f, "export `{name}` has the wrong type: {reason}")
             }
-            Mismatch::UnknownImport { name } => write!(
-                f,
-                "imports `{name}`, which this host does not provide: plugins may import \
-                 only `corral:plugin/*` and WASI 0.2 interfaces"
-            ),
+            Mismatch::UnknownImport { name } => {
+                write!(
+                    f,
+                    "imports `{name}`, which this host does not provide: plugins may import \
+                     only `corral:plugin/*` and WASI 0.2 interfaces"
+                )?;
+                if name.starts_with("wasi:http/") {
+                    write!(
+                        f,
+                        " (componentize-js imports wasi:http unless it builds with \
+                         `--disable http fetch-event`)"
+                    )?;
+                }
+                Ok(())
+            }
             Mismatch::ImportVersion {
                 name,
                 found,
                 expected,
-            } => write!(
-                f,
-                "imports `{name}`: built against version {found}, this host provides {expected}"
-            ),
+            } => {
+                write!(
+                    f,
+                    "imports `{name}`: built against version {found}, this host provides {expected}"
+                )?;
+                if name.starts_with("wasi:") {
+                    write!(
+                        f,
+                        " (build for the wasm32-wasip2 target, or with a componentize-py or \
+                         componentize-js release that targets WASI 0.2)"
+                    )?;
+                }
+                Ok(())
+            }
             Mismatch::Type { reason } => write!(f, "{reason}"),
         }
     }

@@ -189,4 +189,33 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn mismatches_an_author_meets_say_what_to_do() {
+        let said = |name| check_import(name).unwrap().to_string();
+        assert!(
+            said("wasi:http/types@0.2.0").ends_with(
+                "(componentize-js imports wasi:http unless it builds with `--disable http fetch-event`)"
+            ),
+            "{}",
+            said("wasi:http/types@0.2.0")
+        );
+        assert!(
+            said("wasi:cli/stdout@0.3.0")
+                .contains("built against version 0.3.0, this host provides WASI 0.2")
+                && said("wasi:cli/stdout@0.3.0").contains("build for the wasm32-wasip2 target"),
+            "{}",
+            said("wasi:cli/stdout@0.3.0")
+        );
+        let missing = Mismatch::MissingExport {
+            name: "timer-event".into(),
+        }
+        .to_string();
+        assert!(
+            missing.contains("`fn timer_event` in Rust")
+                && missing.contains("`def timer_event` on the WitWorld class in Python")
+                && missing.contains("`export function timerEvent` in JavaScript"),
+            "{missing}"
+        );
+    }
 }
