@@ -191,7 +191,14 @@ impl SandboxSpec {
         self.output.begin();
         let instance = self.pre.instance_pre().instantiate(&mut store);
         self.output.end();
-        let instance = instance?;
+        let instance = instance.map_err(|e| match store.data().limiter.refused {
+            Some(asked) => wasmtime::format_err!(
+                "it needs {asked} bytes of memory to start, more than its memory limit of {} bytes: \
+                 raise `memory` in its sidecar's [limits] (or --memory)",
+                self.limits.memory_bytes
+            ),
+            None => e,
+        })?;
         Ok(Sandbox {
             filter: Filter::new(&mut store, &instance)?,
             state: state_funcs(&mut store, &instance)?,

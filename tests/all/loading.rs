@@ -153,3 +153,23 @@ fn loads_of_the_same_bytes_at_once_compile_them_once() {
     let stats = host.compile_stats();
     assert_eq!((stats.compiled, stats.memo_hits), (1, 1), "{stats:?}");
 }
+
+#[test]
+fn a_plugin_that_needs_more_memory_to_start_than_its_cap_says_how_much() {
+    let options = PluginOptions::with_limits(corral::Limits {
+        memory_bytes: 512 << 10,
+        ..corral::Limits::default()
+    });
+    let error = host()
+        .load("starts-too-big", &std::fs::read(guests::HELLO).unwrap(), options)
+        .unwrap_err();
+    let LoadError::Instantiate { reason, .. } = &error else {
+        panic!("{error:?}");
+    };
+    assert!(
+        reason.starts_with("it needs ")
+            && reason.contains("bytes of memory to start, more than its memory limit of 524288 bytes")
+            && reason.ends_with("raise `memory` in its sidecar's [limits] (or --memory)"),
+        "{reason}"
+    );
+}
