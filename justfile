@@ -43,8 +43,11 @@ demo: guests
     @echo "== corral call target/guests/infinite-loop.wasm: stopped by its fuel limit"
     -target/debug/corral call target/guests/infinite-loop.wasm --message '{}'
 
-# Benchmarks (release build): print their figures; see BENCHMARKS.md.
+# Benchmarks (release build): print their figures; see BENCHMARKS.md. Per-message
+# dispatch against bare wasmtime and Heka-style Lua, sandbox costs, drop-to-serving.
 bench: target
+    cargo bench -p corral --bench dispatch
+    cargo bench -p corral --bench sandboxes
     cargo bench -p corral --bench drop_to_serving
 
 # The soak: 10,000 traps and 1,000 swaps under load; fails on growth, failures or loss.

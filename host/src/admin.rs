@@ -100,6 +100,7 @@ fn entry_json(e: &EntryStats) -> Json {
     json!({
         "calls": e.calls,
         "failures": e.failures,
+        "timed": e.timed,
         "avg_duration_ns": e.average_duration().as_nanos() as u64,
         "max_duration_ns": e.max_duration.as_nanos() as u64,
     })
@@ -229,10 +230,11 @@ async fn messages(State(admin): State<Admin>, body: Bytes) -> Response {
         Ok(messages) => messages,
         Err(e) => return e.into_response(),
     };
-    let routed: usize = messages.iter().map(|m| admin.pipeline.route(m)).sum();
+    let accepted = messages.len();
+    let routed: usize = messages.into_iter().map(|m| admin.pipeline.route(m)).sum();
     (
         StatusCode::ACCEPTED,
-        axum::Json(json!({ "accepted": messages.len(), "routed": routed })),
+        axum::Json(json!({ "accepted": accepted, "routed": routed })),
     )
         .into_response()
 }

@@ -195,7 +195,7 @@ fn read_stdin(pipeline: Arc<Pipeline>, closing: Arc<AtomicBool>) {
                 }
                 match Message::from_json(&line) {
                     Ok(message) => {
-                        pipeline.route(&message);
+                        pipeline.route(message);
                     }
                     Err(e) => tracing::warn!("stdin line {}: invalid message JSON, skipped: {e}", number + 1),
                 }

@@ -21,7 +21,7 @@ use crate::cache::CompileCache;
 use crate::error::LoadError;
 use crate::output::Output;
 use crate::plugin::{Plugin, PluginOptions};
-use crate::sandbox::{SandboxSpec, SandboxState};
+use crate::sandbox::{Exports, SandboxSpec, SandboxState};
 use crate::store::{KvStore, MemoryStore};
 use crate::world::{self, Filter, WorldReport};
 
@@ -41,6 +41,7 @@ pub struct HostBuilder {
     store: Option<Arc<dyn KvStore>>,
     epoch_tick: Duration,
     cache_dir: Option<PathBuf>,
+    pooling: Option<u32>,
 }
 
 impl Default for HostBuilder {
@@ -49,6 +50,7 @@ impl Default for HostBuilder {
             store: None,
             epoch_tick: HostBuilder::DEFAULT_EPOCH_TICK,
             cache_dir: None,
+            pooling: None,
         }
     }
 }
@@ -79,6 +81,21 @@ impl HostBuilder {
         self
     }
 
+    /// Allocates sandboxes from wasmtime's pooling allocator, with room for
+    /// `max_sandboxes` live instances, instead of mapping memory for each one on demand:
+    /// a fresh instance (a new plugin, or one after a trap) then reuses a slot whose
+    /// pages are already set up. Each sandbox's linear memory is capped at
+    /// [`HostBuilder::POOL_MAX_MEMORY`] whatever its `memory_bytes` limit says, and
+    /// loading more than `max_sandboxes` plugins (counting instances in use by a swap)
+    /// fails with a clear error. See BENCHMARKS.md for what it buys.
+    pub fn pooling(mut self, max_sandboxes: u32) -> HostBuilder {
+        self.pooling = Some(max_sandboxes.max(1));
+        self
+    }
+
+    /// The largest linear memory one sandbox may have under [`HostBuilder::pooling`].
+    pub const POOL_MAX_MEMORY: usize = 256 << 20;
+
     /// Creates the engine and linker and starts the epoch thread.
     ///
     /// # Errors
@@ -91,6 +108,21 @@ impl HostBuilder {
             .wasm_component_model(true)
             .consume_fuel(true)
             .epoch_interruption(true);
+        if let Some(sandboxes) = self.pooling {
+            // A Rust guest for wasm32-wasip2 holds about 5 core instances, 2 memories
+            // and 2 tables (its code, the WASI adapter and their shims); a Python or
+            // JavaScript one holds more. Leave room for twice that.
+            let mut pool = wasmtime::PoolingAllocationConfig::new();
+            pool.total_component_instances(sandboxes)
+                .total_core_instances(sandboxes.saturating_mul(12))
+                .total_memories(sandboxes.saturating_mul(4))
+                .total_tables(sandboxes.saturating_mul(6))
+                .max_memories_per_module(2)
+                .max_tables_per_module(2)
+                .table_elements(100_000)
+                .max_memory_size(HostBuilder::POOL_MAX_MEMORY);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
         let engine = Engine::new(&config).map_err(|e| fail(&format_args!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| fail(&format_args!("{e:#}")))?;
@@ -234,7 +266,12 @@ impl Host {
     pub fn load(&self, name: &str, bytes: &[u8], options: PluginOptions) -> Result<Plugin, LoadError> {
         let (pre, report, digest) = self.link(name, bytes)?;
         let plugin: Arc<str> = name.into();
+        let exports = Exports::of(&pre).map_err(|e| LoadError::Instantiate {
+            plugin: name.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
         let spec = SandboxSpec {
+            exports: Arc::new(exports),
             output: Output::new(plugin.clone(), options.limits.output_bytes),
             plugin,
             pre,

@@ -20,7 +20,7 @@ fn limit_trap(what: &str) -> wasmtime::Error {
 impl SandboxState {
     fn current(&self) -> wasmtime::Result<&Message> {
         self.message
-            .as_ref()
+            .get()
             .ok_or_else(|| wasmtime::format_err!("no message is being processed"))
     }
 }

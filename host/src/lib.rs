@@ -30,6 +30,7 @@
 
 mod admin;
 mod cache;
+mod current;
 mod daemon;
 mod error;
 mod host;
@@ -61,7 +62,7 @@ pub use pipeline::{Pipeline, QueueStats, TERMINATED_TYPE, terminated_message};
 pub use plugin::{CallOutcome, DirGrant, Plugin, PluginOptions, PluginState};
 pub use registry::{Event, Installed, PluginHandle, PluginStatus, Registry, StateHandoff};
 pub use sidecar::Sidecar;
-pub use stats::{EntryStats, Stats};
+pub use stats::{EntryStats, Stats, TIMING_SAMPLE};
 pub use store::{KvStore, MemoryStore, StoreError};
 pub use wasmtime::Trap;
 pub use watcher::{DEBOUNCE, WatchError, WatchOptions, Watcher};

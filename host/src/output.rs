@@ -106,15 +106,6 @@ impl Output {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts a call with a fresh budget.
-    pub fn begin(&self) {
-        let mut s = self.state();
-        s.used = 0;
-        s.exceeded = false;
-        s.stderr_kept.clear();
-        s.lines.clear();
-    }
-
     /// Counts `bytes` against the budget; `false` (and the budget marked exceeded) when
     /// they do not fit.
     pub fn charge(&self, bytes: u64) -> bool {
@@ -131,17 +122,23 @@ impl Output {
         true
     }
 
-    /// Ends the call: flushes partial lines and hands back what it wrote.
+    /// Ends the call: flushes partial lines, hands back what it wrote, and leaves a
+    /// fresh budget for the next call (one lock per call: the call path is hot).
     pub fn end(&self) -> CallOutput {
         let mut s = self.state();
         s.flush_partial(LogSource::Stdout);
         s.flush_partial(LogSource::Stderr);
-        CallOutput {
+        let stderr = std::mem::take(&mut s.stderr_kept);
+        let output = CallOutput {
             used: s.used,
             exceeded: s.exceeded,
             lines: std::mem::take(&mut s.lines),
-            stderr: String::from_utf8_lossy(&s.stderr_kept).into_owned(),
-        }
+            stderr: String::from_utf8(stderr)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        };
+        s.used = 0;
+        s.exceeded = false;
+        output
     }
 
     /// The stream to install as the guest's stdout or stderr.
@@ -319,7 +316,6 @@ mod tests {
     #[test]
     fn lines_are_split_and_the_budget_is_shared() {
         let out = Output::new("p".into(), 20);
-        out.begin();
         let stdout = out.stream(LogSource::Stdout);
         assert!(stdout.write_bytes(b"one\ntw"));
         assert!(out.log(LogLevel::Error, "boom".into()));
@@ -330,7 +326,6 @@ mod tests {
         assert_eq!(call.used, 12);
         let texts: Vec<_> = call.lines.iter().map(|l| l.message.as_str()).collect();
         assert_eq!(texts, ["one", "boom", "two"]);
-        out.begin();
         assert!(out.charge(20), "a new call gets a fresh budget");
     }
 }

@@ -40,7 +40,8 @@ pub struct QueueStats {
 }
 
 enum Job {
-    Message(Message),
+    /// Shared by every plugin the message was routed to: no copy per plugin.
+    Message(Arc<Message>),
     Stop,
 }
 
@@ -123,9 +124,10 @@ impl Pipeline {
 
     /// Queues `message` for every plugin whose matcher accepts it; returns how many
     /// took it. A plugin whose queue is full turns it away (counted in its
-    /// [`QueueStats::rejected`]).
-    pub fn route(&self, message: &Message) -> usize {
-        let names = self.registry.matching(message);
+    /// [`QueueStats::rejected`]). The plugins share the one message.
+    pub fn route(&self, message: impl Into<Arc<Message>>) -> usize {
+        let message = message.into();
+        let names = self.registry.matching(&message);
         if names.is_empty() {
             self.unmatched.fetch_add(1, Ordering::Relaxed);
             return 0;
@@ -137,7 +139,7 @@ impl Pipeline {
                 continue;
             };
             worker.stats.depth.fetch_add(1, Ordering::Relaxed);
-            match worker.tx.try_send(Job::Message(message.clone())) {
+            match worker.tx.try_send(Job::Message(Arc::clone(&message))) {
                 Ok(()) => taken += 1,
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                     worker.stats.depth.fetch_sub(1, Ordering::Relaxed);

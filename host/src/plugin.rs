@@ -115,6 +115,8 @@ struct Cell {
     sandbox: Option<Sandbox>,
     state: PluginState,
     consecutive_failures: u32,
+    /// `process-message` calls made, to time one in [`crate::stats::TIMING_SAMPLE`].
+    message_calls: u64,
     /// Replaced by a newer version or unloaded: calls are refused with
     /// [`CallError::Unloaded`] so that a registry retries them on the newer version.
     retired: bool,
@@ -175,6 +177,7 @@ impl Plugin {
                 sandbox: Some(sandbox),
                 state: PluginState::Running,
                 consecutive_failures: 0,
+                message_calls: 0,
                 retired: false,
             }),
             spec,
@@ -251,10 +254,13 @@ impl Plugin {
             });
         }
         let is_timer = matches!(entry, Entry::Timer(_));
-        let started = Instant::now();
+        // Timer events are rare: every one is timed. Messages are timed one in eight.
+        let timed = is_timer || cell.message_calls.is_multiple_of(crate::stats::TIMING_SAMPLE);
+        cell.message_calls += u64::from(!is_timer);
+        let started = timed.then(Instant::now);
         let mut restarted = false;
         let (result, facts) = self.run(&mut cell, entry, &mut restarted);
-        let took = started.elapsed();
+        let took = started.map(|started| started.elapsed());
 
         let mut stats = lock(&self.stats);
         let entry_stats = if is_timer {
@@ -347,14 +353,10 @@ impl Plugin {
             data.emit_refused = false;
             data.limiter.refused = None;
         }
-        self.spec.output.begin();
         let result = match entry {
-            Entry::Message(message) => {
-                store.data_mut().message = Some(message.clone());
-                let result = filter.call_process_message(&mut *store, Resource::new_borrow(0));
-                store.data_mut().message = None;
-                result
-            }
+            Entry::Message(message) => crate::current::lend(store, message, |store| {
+                filter.call_process_message(store, Resource::new_borrow(0))
+            }),
             Entry::Timer(now_ns) => filter.call_timer_event(&mut *store, now_ns),
         };
         let output = self.spec.output.end();
@@ -494,7 +496,6 @@ impl Plugin {
         ) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, String> {
         self.spec.arm(&mut sandbox.store).map_err(|e| format!("{e:#}"))?;
-        self.spec.output.begin();
         let result = call(&mut sandbox.store);
         self.spec.output.end();
         match result {

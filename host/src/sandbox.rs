@@ -15,16 +15,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Instance, ResourceTable, TypedFunc};
+use wasmtime::component::{ComponentExportIndex, ResourceTable, TypedFunc};
 use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::current::Current;
 use crate::limits::Limits;
 use crate::message::Message;
 use crate::output::{LogSource, Output};
 use crate::plugin::DirGrant;
 use crate::store::KvStore;
-use crate::world::{Filter, FilterPre};
+use crate::world::{Filter, FilterIndices, FilterPre};
 
 /// Bytes counted for one table element against the memory cap.
 const TABLE_ELEMENT_BYTES: usize = 8;
@@ -43,9 +44,9 @@ pub(crate) struct SandboxState {
     pub emitted: Vec<Message>,
     /// Set when the call in progress tried to emit past the emit cap.
     pub emit_refused: bool,
-    /// The message the call in progress was given; the guest's `borrow<message>` handle
-    /// always refers to this slot.
-    pub message: Option<Message>,
+    /// The message the call in progress was given, lent without a copy; the guest's
+    /// `borrow<message>` handle always refers to it.
+    pub message: Current,
 }
 
 impl WasiView for SandboxState {
@@ -112,23 +113,35 @@ pub(crate) struct Sandbox {
     pub state: Option<StateFuncs>,
 }
 
-/// Finds the state interface among the instance's exports: `None` when the plugin does
-/// not export it, an error when it exports it with other types.
-fn state_funcs(store: &mut Store<SandboxState>, instance: &Instance) -> wasmtime::Result<Option<StateFuncs>> {
-    let Some(interface) = instance.get_export_index(&mut *store, None, STATE_INTERFACE) else {
-        return Ok(None);
-    };
-    let func = |store: &mut Store<SandboxState>, name: &str| {
-        instance
-            .get_export_index(&mut *store, Some(&interface), name)
-            .ok_or_else(|| wasmtime::format_err!("`{STATE_INTERFACE}` does not export `{name}`"))
-    };
-    let save = func(store, "save")?;
-    let restore = func(store, "restore")?;
-    Ok(Some(StateFuncs {
-        save: instance.get_typed_func(&mut *store, save)?,
-        restore: instance.get_typed_func(&mut *store, restore)?,
-    }))
+/// Where a plugin's exports are, found once at load so that a fresh instance does not
+/// look them up by name again.
+pub(crate) struct Exports {
+    filter: FilterIndices,
+    /// `state.save` and `state.restore`, when the plugin exports the interface.
+    state: Option<(ComponentExportIndex, ComponentExportIndex)>,
+}
+
+impl Exports {
+    /// The exports of `pre`'s component; an error when it exports the state interface
+    /// without both of its functions.
+    pub fn of(pre: &FilterPre<SandboxState>) -> wasmtime::Result<Exports> {
+        let component = pre.instance_pre().component();
+        let state = match component.get_export_index(None, STATE_INTERFACE) {
+            None => None,
+            Some(interface) => {
+                let func = |name: &str| {
+                    component
+                        .get_export_index(Some(&interface), name)
+                        .ok_or_else(|| wasmtime::format_err!("`{STATE_INTERFACE}` does not export `{name}`"))
+                };
+                Some((func("save")?, func("restore")?))
+            }
+        };
+        Ok(Exports {
+            filter: FilterIndices::new(pre.instance_pre())?,
+            state,
+        })
+    }
 }
 
 /// What every instance of one plugin shares.
@@ -136,6 +149,7 @@ fn state_funcs(store: &mut Store<SandboxState>, instance: &Instance) -> wasmtime
 pub(crate) struct SandboxSpec {
     pub plugin: Arc<str>,
     pub pre: FilterPre<SandboxState>,
+    pub exports: Arc<Exports>,
     pub limits: Arc<Limits>,
     pub config: Arc<BTreeMap<String, String>>,
     pub dirs: Arc<Vec<DirGrant>>,
@@ -183,12 +197,11 @@ impl SandboxSpec {
             limits: self.limits.clone(),
             emitted: Vec::new(),
             emit_refused: false,
-            message: None,
+            message: Current::default(),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         self.arm(&mut store)?;
-        self.output.begin();
         let instance = self.pre.instance_pre().instantiate(&mut store);
         self.output.end();
         let instance = instance.map_err(|e| match store.data().limiter.refused {
@@ -197,13 +210,21 @@ impl SandboxSpec {
                  raise `memory` in its sidecar's [limits] (or --memory)",
                 self.limits.memory_bytes
             ),
+            None if format!("{e}").contains("maximum concurrent limit") => wasmtime::format_err!(
+                "{e}: the host's pool of sandboxes is full (`HostBuilder::pooling`); give it \
+                 more room, or unload plugins"
+            ),
             None => e,
         })?;
-        Ok(Sandbox {
-            filter: Filter::new(&mut store, &instance)?,
-            state: state_funcs(&mut store, &instance)?,
-            store,
-        })
+        let filter = self.exports.filter.load(&mut store, &instance)?;
+        let state = match self.exports.state {
+            Some((save, restore)) => Some(StateFuncs {
+                save: instance.get_typed_func(&mut store, save)?,
+                restore: instance.get_typed_func(&mut store, restore)?,
+            }),
+            None => None,
+        };
+        Ok(Sandbox { store, filter, state })
     }
 
     /// Refills fuel and sets the deadline for the next entry into the guest.

@@ -25,7 +25,7 @@ pub(crate) mod bindings {
     });
 }
 
-pub(crate) use bindings::{Filter, FilterPre};
+pub(crate) use bindings::{Filter, FilterIndices, FilterPre};
 
 /// The version of `corral:plugin` this host provides.
 pub const PLUGIN_PACKAGE_VERSION: &str = "0.1.0";

@@ -173,3 +173,26 @@ fn a_plugin_that_needs_more_memory_to_start_than_its_cap_says_how_much() {
         "{reason}"
     );
 }
+
+#[test]
+fn a_pooled_host_runs_plugins_and_says_when_the_pool_is_full() {
+    let host = corral::Host::builder().pooling(2).build().unwrap();
+    let bytes = std::fs::read(guests::PANICS).unwrap();
+    let one = host.load("pooled-one", &bytes, PluginOptions::default()).unwrap();
+    let _two = host.load("pooled-two", &bytes, PluginOptions::default()).unwrap();
+    // A trap frees the slot, and the next call takes a fresh instance from the pool.
+    assert!(one.process_message(&corral::Message::new("x")).is_err());
+    one.timer_event(0).unwrap();
+    assert_eq!(one.stats().instances, 2);
+
+    let error = host
+        .load("pooled-three", &bytes, PluginOptions::default())
+        .unwrap_err();
+    let LoadError::Instantiate { reason, .. } = &error else {
+        panic!("{error:?}");
+    };
+    assert!(
+        reason.ends_with("the host's pool of sandboxes is full (`HostBuilder::pooling`); give it more room, or unload plugins"),
+        "{reason}"
+    );
+}

@@ -45,3 +45,21 @@ fn the_last_error_is_kept() {
     let error = panics.process_message(&message("boom", "")).unwrap_err();
     assert_eq!(panics.stats().last_error, Some(error.to_string()));
 }
+
+#[test]
+fn one_message_call_in_eight_is_timed_and_every_timer_event() {
+    let plugin = load("stats-sampled", guests::HELLO);
+    for _ in 0..17 {
+        plugin.process_message(&message("x", "")).unwrap();
+    }
+    plugin.timer_event(0).unwrap();
+    plugin.timer_event(0).unwrap();
+    let stats = plugin.stats();
+    assert_eq!(
+        (stats.process_message.calls, stats.process_message.timed),
+        (17, 3),
+        "the 1st, 9th and 17th"
+    );
+    assert_eq!((stats.timer_event.calls, stats.timer_event.timed), (2, 2));
+    assert_eq!(corral::TIMING_SAMPLE, 8);
+}

@@ -1,0 +1,631 @@
+//! Per-message cost of one filter run four ways, side by side in one process:
+//!
+//! - (a) native: the filter as a Rust function;
+//! - (b) bare wasmtime: the `bench-filter` guest's `process-message` through typed
+//!   bindings with the plainest host (no limits, no stats, no output capture), with
+//!   fuel off, then on, then epochs on instead, to price each;
+//! - (c) Corral: the same guest through [`corral::Plugin::process_message`], every limit,
+//!   the stats and the output cap on;
+//! - (d) Lua: the same filter as Heka ran it (mlua, vendored Lua 5.4), reading the
+//!   message through a `read_message(name)` host function, with an instruction-count
+//!   hook and an allocator cap set before each call as Heka did.
+//!
+//! The filter sums the numeric field `value`, counts messages per type and emits a
+//! summary every 1,000th message. All four must end with the same summary; the bench
+//! checks that before printing anything. Run with `just bench` or
+//! `cargo bench -p corral --bench dispatch`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use corral::{Host, Message, PluginOptions, Value};
+
+/// Messages in the working set (Heka-style: a type, a logger, a payload, four fields).
+const MESSAGES: usize = 10_000;
+/// Measured rounds per way, interleaved; the median round is reported.
+const ROUNDS: usize = 7;
+/// Messages per round.
+const PER_ROUND: usize = 50_000;
+const SUMMARY_EVERY: u64 = 1_000;
+
+fn messages() -> Vec<Message> {
+    const TYPES: [&str; 8] = [
+        "nginx.access",
+        "nginx.error",
+        "app.request",
+        "app.login",
+        "db.query",
+        "db.slow",
+        "cache.miss",
+        "cache.hit",
+    ];
+    (0..MESSAGES)
+        .map(|i| {
+            Message {
+                timestamp: 1_700_000_000_000_000_000 + i as i64,
+                type_: TYPES[i * 7 % TYPES.len()].into(),
+                logger: "bench".into(),
+                severity: 6,
+                payload: format!("GET /item/{i} 200"),
+                fields: Vec::new(),
+            }
+            .with_field("status", Value::Int(200))
+            .with_field("path", Value::String(format!("/item/{i}")))
+            .with_field("bytes", Value::Int(512 + i as i64 % 4096))
+            .with_field("value", Value::Int(i as i64 % 100))
+        })
+        .collect()
+}
+
+/// What every way ends with: the last summary, as (sum, seen, per-type counts).
+type Summary = (i64, i64, BTreeMap<String, i64>);
+
+fn summary_of(message: &Message) -> Summary {
+    let int = |name: &str| match message.field(name) {
+        Some(Value::Int(v)) => *v,
+        other => panic!("summary field {name}: {other:?}"),
+    };
+    let per_type = message
+        .fields
+        .iter()
+        .filter(|f| f.name != "sum" && f.name != "seen")
+        .map(|f| match f.value {
+            Value::Int(v) => (f.name.clone(), v),
+            ref other => panic!("{other:?}"),
+        })
+        .collect();
+    (int("sum"), int("seen"), per_type)
+}
+
+/// A way to run the filter over one message.
+trait Way {
+    fn name(&self) -> &'static str;
+    fn process(&mut self, index: usize);
+    fn last_summary(&self) -> Option<Summary>;
+}
+
+// (a) Native.
+
+#[derive(Default)]
+struct Totals {
+    sum: i64,
+    seen: u64,
+    per_type: BTreeMap<String, i64>,
+}
+
+struct Native {
+    messages: Arc<Vec<Message>>,
+    totals: Totals,
+    last: Option<Message>,
+}
+
+impl Way for Native {
+    fn name(&self) -> &'static str {
+        "(a) native Rust"
+    }
+
+    fn process(&mut self, index: usize) {
+        let message = &self.messages[index];
+        let value = match message.field("value") {
+            Some(Value::Int(v)) => *v,
+            Some(Value::Float(v)) => *v as i64,
+            _ => 0,
+        };
+        let t = &mut self.totals;
+        t.sum += value;
+        t.seen += 1;
+        match t.per_type.get_mut(&message.type_) {
+            Some(count) => *count += 1,
+            None => {
+                t.per_type.insert(message.type_.clone(), 1);
+            }
+        }
+        if t.seen.is_multiple_of(SUMMARY_EVERY) {
+            let mut summary = Message::new("bench.summary")
+                .with_field("sum", Value::Int(t.sum))
+                .with_field("seen", Value::Int(t.seen as i64));
+            for (type_, count) in &t.per_type {
+                summary = summary.with_field(type_, Value::Int(*count));
+            }
+            self.last = Some(summary);
+        }
+    }
+
+    fn last_summary(&self) -> Option<Summary> {
+        self.last.as_ref().map(summary_of)
+    }
+}
+
+// (b) Bare wasmtime.
+
+mod bare {
+    wasmtime::component::bindgen!({ world: "filter", path: "../wit" });
+}
+
+use bare::corral::plugin::{config, emit, log, store, types};
+use wasmtime::component::{Component, Linker, Resource, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+struct BareState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    messages: Arc<Vec<Message>>,
+    current: usize,
+    last: Option<types::OutMessage>,
+}
+
+impl WasiView for BareState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn to_value(v: &Value) -> types::Value {
+    match v {
+        Value::String(s) => types::Value::String(s.clone()),
+        Value::Bytes(b) => types::Value::Bytes(b.clone()),
+        Value::Int(i) => types::Value::Int(*i),
+        Value::Float(f) => types::Value::Float(*f),
+        Value::Bool(b) => types::Value::Bool(*b),
+    }
+}
+
+impl types::Host for BareState {}
+
+impl types::HostMessage for BareState {
+    fn timestamp(&mut self, _: Resource<types::Message>) -> i64 {
+        self.messages[self.current].timestamp
+    }
+    fn type_(&mut self, _: Resource<types::Message>) -> String {
+        self.messages[self.current].type_.clone()
+    }
+    fn logger(&mut self, _: Resource<types::Message>) -> String {
+        self.messages[self.current].logger.clone()
+    }
+    fn severity(&mut self, _: Resource<types::Message>) -> i32 {
+        self.messages[self.current].severity
+    }
+    fn payload(&mut self, _: Resource<types::Message>) -> String {
+        self.messages[self.current].payload.clone()
+    }
+    fn field(&mut self, _: Resource<types::Message>, name: String) -> Option<types::Value> {
+        self.messages[self.current].field(&name).map(to_value)
+    }
+    fn fields(&mut self, _: Resource<types::Message>) -> Vec<types::Field> {
+        let message = &self.messages[self.current];
+        message
+            .fields
+            .iter()
+            .map(|f| types::Field {
+                name: f.name.clone(),
+                value: to_value(&f.value),
+            })
+            .collect()
+    }
+    fn drop(&mut self, _: Resource<types::Message>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl log::Host for BareState {
+    fn log(&mut self, _: log::Level, _: String) {}
+}
+
+impl config::Host for BareState {
+    fn get(&mut self, _: String) -> Option<String> {
+        None
+    }
+    fn entries(&mut self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+impl store::Host for BareState {
+    fn get(&mut self, _: String) -> Result<Option<Vec<u8>>, store::Error> {
+        Ok(None)
+    }
+    fn set(&mut self, _: String, _: Vec<u8>) -> Result<(), store::Error> {
+        Ok(())
+    }
+    fn delete(&mut self, _: String) -> Result<bool, store::Error> {
+        Ok(false)
+    }
+    fn list_keys(&mut self, _: String) -> Result<Vec<String>, store::Error> {
+        Ok(Vec::new())
+    }
+}
+
+impl emit::Host for BareState {
+    fn emit(&mut self, message: types::OutMessage) {
+        self.last = Some(message);
+    }
+}
+
+/// Bare wasmtime calling the guest's `timer-event`, which does nothing: the price of
+/// entering the guest and leaving it, without the two host calls a message costs.
+struct Empty(Bare);
+
+impl Way for Empty {
+    fn name(&self) -> &'static str {
+        "(b0) bare, an empty call"
+    }
+
+    fn process(&mut self, _: usize) {
+        self.0
+            .filter
+            .call_timer_event(&mut self.0.store, 0)
+            .unwrap()
+            .unwrap();
+    }
+
+    fn last_summary(&self) -> Option<Summary> {
+        None
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Interrupt {
+    None,
+    Fuel,
+    Epoch,
+}
+
+struct Bare {
+    label: &'static str,
+    interrupt: Interrupt,
+    store: Store<BareState>,
+    filter: bare::Filter,
+}
+
+impl Bare {
+    fn new(label: &'static str, interrupt: Interrupt, wasm: &[u8], messages: Arc<Vec<Message>>) -> Bare {
+        let mut config = Config::new();
+        config
+            .consume_fuel(interrupt == Interrupt::Fuel)
+            .epoch_interruption(interrupt == Interrupt::Epoch);
+        let engine = Engine::new(&config).unwrap();
+        let component = Component::new(&engine, wasm).unwrap();
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
+        bare::Filter::add_to_linker::<_, wasmtime::component::HasSelf<BareState>>(&mut linker, |s| s)
+            .unwrap();
+        let state = BareState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            messages,
+            current: 0,
+            last: None,
+        };
+        let mut store = Store::new(&engine, state);
+        if interrupt == Interrupt::Fuel {
+            store.set_fuel(u64::MAX).unwrap();
+        }
+        if interrupt == Interrupt::Epoch {
+            store.set_epoch_deadline(u64::MAX);
+        }
+        let filter = bare::Filter::instantiate(&mut store, &component, &linker).unwrap();
+        Bare {
+            label,
+            interrupt,
+            store,
+            filter,
+        }
+    }
+}
+
+impl Way for Bare {
+    fn name(&self) -> &'static str {
+        self.label
+    }
+
+    fn process(&mut self, index: usize) {
+        self.store.data_mut().current = index;
+        if self.interrupt == Interrupt::Fuel {
+            // Corral refills per call; so does this, to price the same work.
+            self.store.set_fuel(u64::MAX).unwrap();
+        }
+        self.filter
+            .call_process_message(&mut self.store, Resource::new_borrow(0))
+            .unwrap()
+            .unwrap();
+    }
+
+    fn last_summary(&self) -> Option<Summary> {
+        let out = self.store.data().last.as_ref()?;
+        let mut message = Message::new(&out.type_);
+        for f in &out.fields {
+            let value = match &f.value {
+                types::Value::Int(i) => Value::Int(*i),
+                other => panic!("{other:?}"),
+            };
+            message = message.with_field(&f.name, value);
+        }
+        Some(summary_of(&message))
+    }
+}
+
+// (c) Corral.
+
+struct Corral {
+    messages: Arc<Vec<Message>>,
+    plugin: corral::Plugin,
+    last: Option<Message>,
+    _host: Host,
+}
+
+impl Way for Corral {
+    fn name(&self) -> &'static str {
+        "(c) Corral, full dispatch"
+    }
+
+    fn process(&mut self, index: usize) {
+        let outcome = self.plugin.process_message(&self.messages[index]).unwrap();
+        if let Some(summary) = outcome.emitted.into_iter().next() {
+            self.last = Some(summary);
+        }
+    }
+
+    fn last_summary(&self) -> Option<Summary> {
+        self.last.as_ref().map(summary_of)
+    }
+}
+
+// (d) Lua, as Heka ran it.
+
+const LUA_FILTER: &str = r#"
+local sum, seen, per_type = 0, 0, {}
+
+function process_message()
+    local value = read_message("Fields[value]") or 0
+    local type_ = read_message("Type")
+    sum = sum + value
+    seen = seen + 1
+    per_type[type_] = (per_type[type_] or 0) + 1
+    if seen % 1000 == 0 then
+        local fields = {sum = sum, seen = seen}
+        for t, c in pairs(per_type) do fields[t] = c end
+        inject_message({Type = "bench.summary", Fields = fields})
+    end
+    return 0
+end
+"#;
+
+/// Heka's defaults for a sandbox filter: one million instructions, 8 MiB.
+const LUA_INSTRUCTIONS: u32 = 1_000_000;
+const LUA_MEMORY: usize = 8 << 20;
+const HOOK_EVERY: u32 = 1_000;
+
+struct Lua {
+    _lua: mlua::Lua,
+    current: Rc<Cell<usize>>,
+    instructions: Rc<Cell<u32>>,
+    process: mlua::Function,
+    last: Rc<RefCell<Option<Message>>>,
+}
+
+impl Lua {
+    fn new(messages: Arc<Vec<Message>>) -> Lua {
+        let lua = mlua::Lua::new();
+        lua.set_memory_limit(LUA_MEMORY).unwrap();
+        // Heka's count hook, set once: every 1,000 instructions it adds them to the
+        // call's count and stops the call past the limit.
+        let instructions = Rc::new(Cell::new(0u32));
+        let counted = instructions.clone();
+        lua.set_hook(
+            mlua::HookTriggers::new().every_nth_instruction(HOOK_EVERY),
+            move |_, _| {
+                counted.set(counted.get() + HOOK_EVERY);
+                if counted.get() > LUA_INSTRUCTIONS {
+                    return Err(mlua::Error::runtime("instruction limit exceeded"));
+                }
+                Ok(mlua::VmState::Continue)
+            },
+        )
+        .unwrap();
+        let current = Rc::new(Cell::new(0usize));
+        let last = Rc::new(RefCell::new(None));
+
+        let at = current.clone();
+        let read_message = lua
+            .create_function(move |lua, name: mlua::String| {
+                let message = &messages[at.get()];
+                let name = name.as_bytes();
+                Ok(match &*name {
+                    b"Type" => mlua::Value::String(lua.create_string(&message.type_)?),
+                    b"Logger" => mlua::Value::String(lua.create_string(&message.logger)?),
+                    b"Payload" => mlua::Value::String(lua.create_string(&message.payload)?),
+                    b"Severity" => mlua::Value::Integer(i64::from(message.severity)),
+                    b"Timestamp" => mlua::Value::Integer(message.timestamp),
+                    other => {
+                        let field = other
+                            .strip_prefix(b"Fields[")
+                            .and_then(|rest| rest.strip_suffix(b"]"))
+                            .and_then(|f| std::str::from_utf8(f).ok())
+                            .and_then(|f| message.field(f));
+                        match field {
+                            Some(Value::Int(i)) => mlua::Value::Integer(*i),
+                            Some(Value::Float(f)) => mlua::Value::Number(*f),
+                            Some(Value::Bool(b)) => mlua::Value::Boolean(*b),
+                            Some(Value::String(s)) => mlua::Value::String(lua.create_string(s)?),
+                            Some(Value::Bytes(b)) => mlua::Value::String(lua.create_string(b)?),
+                            None => mlua::Value::Nil,
+                        }
+                    }
+                })
+            })
+            .unwrap();
+        let out = last.clone();
+        let inject_message = lua
+            .create_function(move |_, table: mlua::Table| {
+                let type_: String = table.get("Type")?;
+                let mut message = Message::new(type_);
+                let fields: mlua::Table = table.get("Fields")?;
+                let mut pairs: Vec<(String, i64)> =
+                    fields.pairs::<String, i64>().collect::<Result<_, _>>()?;
+                // sum and seen first, then the types in order, as the others emit them.
+                pairs.sort_by_key(|(name, _)| (name != "sum", name != "seen", name.clone()));
+                for (name, value) in pairs {
+                    message = message.with_field(&name, Value::Int(value));
+                }
+                *out.borrow_mut() = Some(message);
+                Ok(())
+            })
+            .unwrap();
+        lua.globals().set("read_message", read_message).unwrap();
+        lua.globals().set("inject_message", inject_message).unwrap();
+        lua.load(LUA_FILTER).exec().unwrap();
+        let process = lua.globals().get("process_message").unwrap();
+        Lua {
+            _lua: lua,
+            current,
+            instructions,
+            process,
+            last,
+        }
+    }
+}
+
+impl Way for Lua {
+    fn name(&self) -> &'static str {
+        "(d) Lua, Heka-style"
+    }
+
+    fn process(&mut self, index: usize) {
+        self.current.set(index);
+        // The instruction count starts afresh with every call, as in Heka.
+        self.instructions.set(0);
+        let status: i64 = self.process.call(()).unwrap();
+        assert_eq!(status, 0);
+    }
+
+    fn last_summary(&self) -> Option<Summary> {
+        self.last.borrow().as_ref().map(summary_of)
+    }
+}
+
+fn main() {
+    let messages = Arc::new(messages());
+    let wasm = std::fs::read(corral_test_guests::BENCH_FILTER).unwrap();
+    let host = Host::new().unwrap();
+    let plugin = host.load("bench", &wasm, PluginOptions::default()).unwrap();
+
+    let mut ways: Vec<Box<dyn Way>> = vec![
+        Box::new(Native {
+            messages: messages.clone(),
+            totals: Totals::default(),
+            last: None,
+        }),
+        Box::new(Bare::new(
+            "(b) bare wasmtime",
+            Interrupt::None,
+            &wasm,
+            messages.clone(),
+        )),
+        Box::new(Bare::new(
+            "(b+fuel) bare, fuel on",
+            Interrupt::Fuel,
+            &wasm,
+            messages.clone(),
+        )),
+        Box::new(Bare::new(
+            "(b+epoch) bare, epochs on",
+            Interrupt::Epoch,
+            &wasm,
+            messages.clone(),
+        )),
+        Box::new(Empty(Bare::new("", Interrupt::None, &wasm, messages.clone()))),
+        Box::new(Corral {
+            messages: messages.clone(),
+            plugin,
+            last: None,
+            _host: host,
+        }),
+        Box::new(Lua::new(messages.clone())),
+    ];
+
+    // `dispatch WAY…` (a prefix such as `(b)`) runs only those ways, for profiling.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if !only.is_empty() {
+        ways.retain(|w| only.iter().any(|o| w.name().starts_with(o.as_str())));
+        for way in &mut ways {
+            for i in 0..10 * ROUNDS * PER_ROUND {
+                way.process(i % MESSAGES);
+            }
+        }
+        return;
+    }
+
+    // Warm up, then rounds interleaved so that a noisy moment hits every way alike.
+    let mut next = vec![0usize; ways.len()];
+    let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
+    for round in 0..=ROUNDS {
+        for (i, way) in ways.iter_mut().enumerate() {
+            let started = Instant::now();
+            for _ in 0..PER_ROUND {
+                way.process(next[i]);
+                next[i] = (next[i] + 1) % MESSAGES;
+            }
+            let ns = started.elapsed().as_nanos() as f64 / PER_ROUND as f64;
+            if round > 0 {
+                rounds[i].push(ns);
+            }
+        }
+    }
+
+    let expected = ways[0].last_summary().expect("a summary");
+    for way in ways.iter().filter(|w| !w.name().starts_with("(b0)")) {
+        assert_eq!(
+            way.last_summary().as_ref(),
+            Some(&expected),
+            "{} ends with another summary",
+            way.name()
+        );
+    }
+    let medians: Vec<f64> = rounds
+        .iter_mut()
+        .map(|r| {
+            r.sort_by(f64::total_cmp);
+            r[r.len() / 2]
+        })
+        .collect();
+    let spread = |r: &[f64]| (r[r.len() - 1] - r[0]) / r[r.len() / 2] * 100.0;
+
+    println!(
+        "dispatch: {PER_ROUND} messages per round, {ROUNDS} rounds, median round; all ways end with the same summary ({} seen)",
+        expected.1
+    );
+    println!("{:<28} {:>10} {:>10}", "way", "ns/msg", "spread");
+    for ((way, median), r) in ways.iter().zip(&medians).zip(&rounds) {
+        println!("{:<28} {:>10.1} {:>9.0}%", way.name(), median, spread(r));
+    }
+    let by = |name: &str| {
+        ways.iter()
+            .position(|w| w.name().starts_with(name))
+            .map(|i| medians[i])
+            .unwrap()
+    };
+    let (b, c, d) = (by("(b) "), by("(c) "), by("(d) "));
+    println!(
+        "ratio c/b (Corral over bare wasmtime): {:.2}   target <= 2.0",
+        c / b
+    );
+    println!(
+        "ratio c/d (Corral over Heka-style Lua): {:.2}   target <= 1.0, aim 0.5",
+        c / d
+    );
+    println!(
+        "fuel costs {:+.1} ns/msg over no interruption, epochs {:+.1}",
+        by("(b+fuel)") - b,
+        by("(b+epoch)") - b
+    );
+}
