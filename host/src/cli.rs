@@ -75,6 +75,11 @@ struct RunArgs {
     /// Follow .wasm and .toml symlinks that point outside DIR (refused by default).
     #[arg(long)]
     allow_symlinks: bool,
+    /// Take sandboxes from a pool of N, set up once, instead of allocating each on
+    /// demand: a plugin restarts after a trap in about half the time, but no sandbox
+    /// may hold more than 256 MiB and at most N are live (a swap holds two for a moment).
+    #[arg(long, value_name = "N")]
+    pool: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +207,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
                     allow_symlinks_outside: args.allow_symlinks,
                     ..corral::WatchOptions::default()
                 },
+                pool: args.pool,
             })?;
             Ok(ExitCode::SUCCESS)
         }

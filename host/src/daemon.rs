@@ -51,6 +51,9 @@ pub struct DaemonConfig {
     pub stdin: bool,
     /// How the watch directory is watched: debounce, file size limit, symlinks.
     pub watch: WatchOptions,
+    /// Take sandboxes from a pool of this many (`HostBuilder::pooling`) instead of
+    /// allocating each on demand.
+    pub pool: Option<u32>,
 }
 
 impl DaemonConfig {
@@ -91,11 +94,13 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         ),
     };
     let store = RedbStore::open(&config.data_dir.join("store.redb")).map_err(|e| fail(&e))?;
-    let host = Host::builder()
+    let mut host = Host::builder()
         .store(Arc::new(store.clone()))
-        .cache_dir(config.data_dir.join("cache"))
-        .build()
-        .map_err(|e| fail(&e))?;
+        .cache_dir(config.data_dir.join("cache"));
+    if let Some(sandboxes) = config.pool {
+        host = host.pooling(sandboxes);
+    }
+    let host = host.build().map_err(|e| fail(&e))?;
     let registry = Registry::new(host);
     registry.restore_saved_state_from(store.clone());
     let pipeline = Pipeline::start(registry.clone(), output, config.queue_capacity);

@@ -27,6 +27,8 @@ use crate::world::{self, Filter, WorldReport};
 
 /// How many compiled components the memo keeps.
 const MEMO_ENTRIES: usize = 16;
+/// Bytes of a pooled memory or table reset in place rather than released to the kernel.
+const POOL_KEEP_RESIDENT: usize = 256 << 10;
 /// The longest plugin name.
 const MAX_NAME: usize = 64;
 
@@ -120,7 +122,14 @@ impl HostBuilder {
                 .max_memories_per_module(2)
                 .max_tables_per_module(2)
                 .table_elements(100_000)
-                .max_memory_size(HostBuilder::POOL_MAX_MEMORY);
+                .max_memory_size(HostBuilder::POOL_MAX_MEMORY)
+                // Reset the pages an instance dirtied with memset, found by the
+                // PAGEMAP_SCAN ioctl where the kernel has it (Linux 6.7), instead of
+                // handing them back to the kernel: the next instance in the slot then
+                // takes no page faults on them.
+                .pagemap_scan(wasmtime::Enabled::Auto)
+                .linear_memory_keep_resident(POOL_KEEP_RESIDENT)
+                .table_keep_resident(POOL_KEEP_RESIDENT);
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&config).map_err(|e| fail(&format_args!("{e:#}")))?;

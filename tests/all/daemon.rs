@@ -651,3 +651,32 @@ fn a_python_plugin_compiles_once_and_comes_from_the_cache_after_a_restart() {
     assert_eq!(totals.payload, "2", "{totals:?}");
     assert_eq!(field(&totals, "x"), &Value::Int(2));
 }
+
+#[test]
+fn with_a_pool_plugins_serve_and_come_back_after_a_trap() {
+    let dirs = Dirs::new(&[("hello.wasm", guests::HELLO), ("panics.wasm", guests::PANICS)]);
+    dirs.sidecar("hello.toml", "[matcher]\ntype = \"login\"\n")
+        .sidecar(
+            "panics.toml",
+            "ticker-interval-ms = 20\n[matcher]\ntype = \"boom\"\n",
+        );
+    let mut daemon = dirs.start(&["--pool", "8"]);
+    daemon.send(r#"{"type":"boom"}"#);
+    daemon.send(r#"{"type":"login","logger":"ann"}"#);
+    let greeting = daemon.output("a greeting", of_type("hello.greeting"));
+    assert_eq!(greeting.payload, "Hello, ann!");
+    // The panic cost `panics` its instance; its timer keeps working on a fresh one.
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let stats = &daemon.plugin("panics")["stats"];
+        if stats["process_message"]["failures"] == 1
+            && stats["instances"] == 2
+            && stats["timer_event"]["calls"] != 0
+        {
+            assert_eq!(stats["timer_event"]["failures"], 0, "{stats}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

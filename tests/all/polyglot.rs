@@ -198,3 +198,21 @@ fn large_guests_come_from_the_disk_cache_the_second_time() {
         assert_eq!((stats.cache_hits, stats.compiled), (1, 0), "{guest}");
     }
 }
+
+#[test]
+fn python_and_javascript_guests_fit_a_pooled_host() {
+    let host = Host::builder()
+        .pooling(4)
+        .cache_dir(crate::support::compile_cache())
+        .build()
+        .unwrap();
+    for (lang, built) in [("python", guests::PY_COUNTER), ("js", guests::JS_COUNTER)] {
+        let Some(guest) = polyglot(built) else { continue };
+        let counter = host
+            .load(&format!("pooled-{lang}"), &bytes(guest), PluginOptions::default())
+            .unwrap_or_else(|e| panic!("{lang}: {e}"));
+        counter.process_message(&Message::new("a")).unwrap();
+        let totals = counter.timer_event(1).unwrap().emitted.remove(0);
+        assert_eq!(totals.field("a"), Some(&Value::Int(1)), "{lang}");
+    }
+}
