@@ -83,15 +83,16 @@ fn main() {
 }
 
 /// Every guest crate: each directory of `guests/` with a `Cargo.toml` that builds a
-/// component (`cdylib`), so the SDK crate is left out.
+/// component (`cdylib`), so the SDK crate is left out, and so is a project that is a
+/// workspace of its own (as `corral new` writes them), which the guests' workspace does
+/// not build.
 fn guest_names(guests: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(guests)
         .unwrap()
         .filter_map(|entry| {
             let path = entry.ok()?.path();
             let manifest = fs::read_to_string(path.join("Cargo.toml")).ok()?;
-            manifest
-                .contains("cdylib")
+            (manifest.contains("cdylib") && !manifest.lines().any(|l| l.trim() == "[workspace]"))
                 .then(|| path.file_name()?.to_str().map(str::to_owned))?
         })
         .collect();

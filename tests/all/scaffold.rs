@@ -146,7 +146,10 @@ fn corral_new_refuses_bad_names_and_an_occupied_directory() {
 
 #[test]
 fn a_rust_project_builds_with_cargo_and_loads() {
+    // Inside another workspace, as in this repository's `guests/`: the project is a
+    // workspace of its own and builds all the same.
     let temp = tempfile::tempdir().unwrap();
+    std::fs::write(temp.path().join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
     let project = corral_new("new-rust", "rust", temp.path());
     // A target directory that outlives the test, so wit-bindgen compiles once.
     let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("new-projects");

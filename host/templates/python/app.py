@@ -1,3 +1,4 @@
+# world: filter
 """{{name}}: a Corral plugin. It logs each message it is given and emits a
 `{{name}}.seen` message naming its type."""
 
