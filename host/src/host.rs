@@ -326,13 +326,13 @@ impl Host {
     }
 
     fn compile(&self, name: &str, bytes: &[u8], digest: [u8; 32]) -> Result<Component, LoadError> {
-        let memo = || self.memo.lock().unwrap_or_else(PoisonError::into_inner);
+        let memo = || crate::lock(&self.memo);
         let count = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed);
         let _compiling = loop {
             // The memo is read under the list's lock: a compile that ends puts its
             // component in the memo before it leaves the list.
             let (list, done) = &*self.compiling;
-            let mut list = list.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut list = crate::lock(list);
             if let Some((_, c)) = memo().iter().find(|(d, _)| *d == digest) {
                 count(&self.counters.memo_hits);
                 return Ok(c.clone());

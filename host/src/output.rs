@@ -13,7 +13,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -103,7 +103,7 @@ impl Output {
     fn state(&self) -> std::sync::MutexGuard<'_, OutputState> {
         // The state is plain counters and buffers; a panic holding the lock cannot break
         // an invariant worth refusing to read.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.0)
     }
 
     /// Counts `bytes` against the budget; `false` (and the budget marked exceeded) when

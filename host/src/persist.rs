@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
@@ -169,7 +169,7 @@ impl RedbStore {
 
 impl RedbStore {
     fn lock_counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.counts)
     }
 
     /// Keeps a namespace's cached count in step with a write (uncounted ones are counted

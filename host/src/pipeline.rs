@@ -14,11 +14,12 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError, channel, sync_channel};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::error::CallError;
+use crate::lock;
 use crate::message::{Message, Value, now_ns};
 use crate::plugin::{CallOutcome, PluginState};
 use crate::registry::{Event, Registry};
@@ -39,14 +40,11 @@ pub struct QueueStats {
     pub ticks: AtomicU64,
 }
 
-enum Job {
-    /// Shared by every plugin the message was routed to: no copy per plugin.
-    Message(Arc<Message>),
-    Stop,
-}
-
 struct Worker {
-    tx: SyncSender<Job>,
+    /// The plugin's queue. A message is shared by every plugin it was routed to: no copy
+    /// per plugin. Dropping the sender stops the worker once it has processed what is
+    /// already queued.
+    tx: SyncSender<Arc<Message>>,
     stats: Arc<QueueStats>,
     thread: JoinHandle<()>,
 }
@@ -58,7 +56,6 @@ pub struct Pipeline {
     workers: Mutex<HashMap<String, Worker>>,
     output: Mutex<Option<Sender<Message>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    follower: Mutex<Option<JoinHandle<()>>>,
     /// Messages that matched no plugin.
     pub unmatched: AtomicU64,
 }
@@ -69,10 +66,6 @@ impl std::fmt::Debug for Pipeline {
             .field("capacity", &self.capacity)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Pipeline {
@@ -91,11 +84,11 @@ impl Pipeline {
             workers: Mutex::new(HashMap::new()),
             output: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
-            follower: Mutex::new(None),
             unmatched: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&pipeline);
-        let follower = std::thread::Builder::new()
+        // The follower ends by itself once the pipeline is gone.
+        std::thread::Builder::new()
             .name("corral-follow".into())
             .spawn(move || {
                 for event in events {
@@ -108,7 +101,6 @@ impl Pipeline {
                 }
             })
             .expect("cannot start the event thread");
-        *lock(&pipeline.follower) = Some(follower);
         pipeline
     }
 
@@ -127,19 +119,15 @@ impl Pipeline {
     /// [`QueueStats::rejected`]). The plugins share the one message.
     pub fn route(&self, message: impl Into<Arc<Message>>) -> usize {
         let message = message.into();
-        let names = self.registry.matching(&message);
-        if names.is_empty() {
-            self.unmatched.fetch_add(1, Ordering::Relaxed);
-            return 0;
-        }
         let workers = lock(&self.workers);
-        let mut taken = 0;
-        for name in names {
-            let Some(worker) = workers.get(&name) else {
-                continue;
+        let (mut matched, mut taken) = (0, 0);
+        self.registry.for_each_matching(&message, |name| {
+            matched += 1;
+            let Some(worker) = workers.get(name) else {
+                return;
             };
             worker.stats.depth.fetch_add(1, Ordering::Relaxed);
-            match worker.tx.try_send(Job::Message(Arc::clone(&message))) {
+            match worker.tx.try_send(Arc::clone(&message)) {
                 Ok(()) => taken += 1,
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                     worker.stats.depth.fetch_sub(1, Ordering::Relaxed);
@@ -150,6 +138,9 @@ impl Pipeline {
                     }
                 }
             }
+        });
+        if matched == 0 {
+            self.unmatched.fetch_add(1, Ordering::Relaxed);
         }
         taken
     }
@@ -174,22 +165,21 @@ impl Pipeline {
 
     fn stop_worker(&self, name: &str) {
         let worker = lock(&self.workers).remove(name);
-        if let Some(worker) = worker {
-            // After the messages already queued.
-            let _ = worker.tx.send(Job::Stop);
-            let _ = worker.thread.join();
+        if let Some(Worker { tx, thread, .. }) = worker {
+            // The worker stops after the messages already queued.
+            drop(tx);
+            let _ = thread.join();
         }
     }
 
     /// Stops routing, lets every worker finish the messages already queued, then
     /// flushes and closes the output. Idempotent.
     pub fn shutdown(&self) {
-        let workers: Vec<(String, Worker)> = lock(&self.workers).drain().collect();
-        for (_, worker) in &workers {
-            let _ = worker.tx.send(Job::Stop);
-        }
-        for (_, worker) in workers {
-            let _ = worker.thread.join();
+        let workers: Vec<Worker> = lock(&self.workers).drain().map(|(_, w)| w).collect();
+        // Closing every queue first lets the workers drain theirs in parallel.
+        let threads: Vec<JoinHandle<()>> = workers.into_iter().map(|w| w.thread).collect();
+        for thread in threads {
+            let _ = thread.join();
         }
         lock(&self.output).take();
         if let Some(writer) = lock(&self.writer).take() {
@@ -199,7 +189,13 @@ impl Pipeline {
 }
 
 /// One plugin's worker: its queued messages and its timer, until stopped.
-fn work(name: &str, registry: &Registry, rx: &Receiver<Job>, stats: &QueueStats, output: &Sender<Message>) {
+fn work(
+    name: &str,
+    registry: &Registry,
+    rx: &Receiver<Arc<Message>>,
+    stats: &QueueStats,
+    output: &Sender<Message>,
+) {
     let mut interval = registry.ticker_interval(name);
     let mut next_tick = interval.map(|i| Instant::now() + i);
     let mut reported: Option<String> = None;
@@ -209,12 +205,12 @@ fn work(name: &str, registry: &Registry, rx: &Receiver<Job>, stats: &QueueStats,
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         let result = match job {
-            Ok(Job::Message(message)) => {
+            Ok(message) => {
                 stats.depth.fetch_sub(1, Ordering::Relaxed);
                 stats.processed.fetch_add(1, Ordering::Relaxed);
                 registry.process_message(name, &message)
             }
-            Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {
                 stats.ticks.fetch_add(1, Ordering::Relaxed);
                 next_tick = interval.map(|i| Instant::now() + i);

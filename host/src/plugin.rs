@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use wasmtime::Trap;
@@ -27,6 +27,7 @@ use wasmtime::component::Resource;
 
 use crate::error::{CallError, LoadError};
 use crate::limits::{Limit, Limits};
+use crate::lock;
 use crate::message::Message;
 use crate::output::LogLine;
 use crate::sandbox::{Sandbox, SandboxSpec};
@@ -144,13 +145,6 @@ struct Facts {
     memory: u64,
     peak_memory: u64,
     emitted: usize,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while these locks are held except through a bug in this module,
-    // and the data stays consistent field by field: keep serving rather than poison
-    // every later call.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Plugin {

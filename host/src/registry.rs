@@ -20,11 +20,12 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use crate::error::{CallError, LoadError};
 use crate::host::{Host, content_version};
+use crate::lock;
 use crate::message::Message;
 use crate::persist::RedbStore;
 use crate::plugin::{CallOutcome, Plugin, PluginState};
@@ -196,10 +197,6 @@ impl PluginHandle {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Registry {
     /// An empty registry loading through `host`.
     pub fn new(host: Host) -> Registry {
@@ -254,16 +251,21 @@ impl Registry {
     /// The names of the loaded plugins whose sidecar matcher accepts `message`, sorted.
     /// A plugin without a matcher receives nothing, as in Heka.
     pub fn matching(&self, message: &Message) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .read()
-            .iter()
-            .filter(|(_, e)| {
-                e.plugin.is_some() && e.sidecar.matcher.as_ref().is_some_and(|m| m.matches(message))
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
+        let mut names = Vec::new();
+        self.for_each_matching(message, |name| names.push(name.to_owned()));
         names.sort();
         names
+    }
+
+    /// Calls `f` with the name of each loaded plugin whose matcher accepts `message`, in
+    /// no particular order, under the registry's read lock: routing a message allocates
+    /// nothing here.
+    pub(crate) fn for_each_matching(&self, message: &Message, mut f: impl FnMut(&str)) {
+        for (name, entry) in self.read().iter() {
+            if entry.plugin.is_some() && entry.sidecar.matcher.as_ref().is_some_and(|m| m.matches(message)) {
+                f(name);
+            }
+        }
     }
 
     /// A channel of every event from now on. Dropping the receiver unsubscribes.

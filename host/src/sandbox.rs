@@ -210,10 +210,12 @@ impl SandboxSpec {
                  raise `memory` in its sidecar's [limits] (or --memory)",
                 self.limits.memory_bytes
             ),
-            None if format!("{e}").contains("maximum concurrent limit") => wasmtime::format_err!(
-                "{e}: the host's pool of sandboxes is full (`HostBuilder::pooling`); give it \
+            None if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
+                wasmtime::format_err!(
+                    "{e}: the host's pool of sandboxes is full (`HostBuilder::pooling`); give it \
                  more room, or unload plugins"
-            ),
+                )
+            }
             None => e,
         })?;
         let filter = self.exports.filter.load(&mut store, &instance)?;

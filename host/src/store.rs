@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 /// Why a store operation failed; the guest sees the same three cases.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,7 +62,7 @@ impl MemoryStore {
     fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<String, BTreeMap<String, Vec<u8>>>) -> R) -> R {
         // A panic elsewhere while holding the lock cannot leave a map half-updated
         // (every operation is a single map call), so a poisoned lock is still sound.
-        f(&mut self.namespaces.lock().unwrap_or_else(PoisonError::into_inner))
+        f(&mut crate::lock(&self.namespaces))
     }
 }
 

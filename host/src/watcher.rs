@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -121,11 +121,7 @@ impl Watcher {
     pub fn rescan(&self) {
         // Look again even at files that have not changed: what failed for a reason
         // outside the file (a missing granted directory, say) gets another try.
-        self.spot
-            .seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        crate::lock(&self.spot.seen).clear();
         self.spot.sync_dir();
     }
 }
@@ -325,7 +321,7 @@ impl Spot {
         let wasm = self.dir.join(format!("{name}.wasm"));
         let toml = self.dir.join(format!("{name}.toml"));
         let identity = (file_id(&wasm), file_id(&toml));
-        let seen = || self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let seen = || crate::lock(&self.seen);
         if identity.0.is_some() && seen().get(name) == Some(&identity) {
             return;
         }
@@ -382,31 +378,22 @@ impl Spot {
     /// The bytes of `path` if it is a regular file of at most `max` bytes inside the
     /// directory (or a link to one, as the options allow); `None` if it does not exist.
     fn read(&self, path: &Path, max: u64) -> Result<Option<Vec<u8>>, LoadError> {
-        let refuse = |why: String| LoadError::Read {
+        let io = |error| LoadError::Read {
             path: path.to_owned(),
-            error: std::io::Error::other(why),
+            error,
         };
+        let refuse = |why: String| io(std::io::Error::other(why));
         let link = match std::fs::symlink_metadata(path) {
             Ok(metadata) => metadata,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => {
-                return Err(LoadError::Read {
-                    path: path.to_owned(),
-                    error,
-                });
-            }
+            Err(error) => return Err(io(error)),
         };
         if link.file_type().is_symlink() {
             let target = match path.canonicalize() {
                 Ok(target) => target,
                 // A dangling link is no file at all.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(error) => {
-                    return Err(LoadError::Read {
-                        path: path.to_owned(),
-                        error,
-                    });
-                }
+                Err(error) => return Err(io(error)),
             };
             if target.parent() != Some(self.dir.as_path()) && !self.options.allow_symlinks_outside {
                 return Err(refuse(format!(
@@ -416,10 +403,7 @@ impl Spot {
                 )));
             }
         }
-        let metadata = std::fs::metadata(path).map_err(|error| LoadError::Read {
-            path: path.to_owned(),
-            error,
-        })?;
+        let metadata = std::fs::metadata(path).map_err(io)?;
         if metadata.is_dir() {
             return Err(refuse("it is a directory, not a file".into()));
         }
@@ -433,18 +417,10 @@ impl Spot {
                 metadata.len()
             )));
         }
-        let file = std::fs::File::open(path).map_err(|error| LoadError::Read {
-            path: path.to_owned(),
-            error,
-        })?;
+        let file = std::fs::File::open(path).map_err(io)?;
         let mut bytes = Vec::with_capacity(metadata.len() as usize);
         // Read at most one byte more than allowed, in case it grew since.
-        file.take(max + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|error| LoadError::Read {
-                path: path.to_owned(),
-                error,
-            })?;
+        file.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
         if bytes.len() as u64 > max {
             return Err(refuse(format!(
                 "it grew past the {max} bytes allowed while being read"
