@@ -126,15 +126,25 @@ fn config_values_are_passed_with_config_flags() {
 
 #[test]
 fn check_and_call_keep_compiled_code_in_the_user_cache_unless_told_not_to() {
-    let entries = |dir: &std::path::Path| std::fs::read_dir(dir.join("corral")).map_or(0, |d| d.count());
-    let cache = tempfile::tempdir().unwrap();
-    let out = corral_caching_in(&["check", "--no-cache", guests::HELLO], cache.path());
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(entries(cache.path()), 0, "--no-cache writes nothing");
+    let entries = |dir: &std::path::Path| crate::hot_swap::cache_entries(&dir.join("corral")).len();
+    for args in [
+        &["check", guests::HELLO][..],
+        &["call", guests::HELLO, "--message", r#"{"type":"a"}"#][..],
+    ] {
+        let cache = tempfile::tempdir().unwrap();
+        let out = corral_caching_in(&[args, &["--no-cache"]].concat(), cache.path());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(entries(cache.path()), 0, "{}: --no-cache writes nothing", args[0]);
 
-    let out = corral_caching_in(&["check", guests::HELLO], cache.path());
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(entries(cache.path()) > 0, "the compiled component is cached");
+        let out = corral_caching_in(args, cache.path());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(
+            entries(cache.path()),
+            1,
+            "{}: the compiled component is cached",
+            args[0]
+        );
+    }
 }
 
 #[test]

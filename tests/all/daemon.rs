@@ -20,6 +20,8 @@ struct Daemon {
     base: String,
     stdout: Receiver<String>,
     stderr: Arc<Mutex<String>>,
+    /// The thread reading stderr: it ends when the daemon has exited and said all.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     token: Option<String>,
 }
 
@@ -78,7 +80,7 @@ impl Dirs {
         });
         let stderr = Arc::new(Mutex::new(String::new()));
         let (err, log) = (child.stderr.take().unwrap(), stderr.clone());
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 let mut log = log.lock().unwrap();
                 log.push_str(&line);
@@ -104,6 +106,7 @@ impl Dirs {
             base,
             stdout,
             stderr,
+            stderr_reader: Some(stderr_reader),
             token,
         }
     }
@@ -183,6 +186,20 @@ impl Daemon {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits for `needle` in the daemon's log: stderr is read apart from stdout and
+    /// the API, so a line may lag what they show.
+    fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + BOUND;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn plugin(&self, name: &str) -> Json {
         self.json("GET", &format!("/plugins/{name}"), None)
     }
@@ -197,8 +214,10 @@ impl Daemon {
         let deadline = Instant::now() + BOUND;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the stderr reader catch the last lines.
-                std::thread::sleep(Duration::from_millis(50));
+                // The reader has every line once it reaches the end of the pipe.
+                if let Some(reader) = self.stderr_reader.take() {
+                    reader.join().unwrap();
+                }
                 return (status, self.log());
             }
             assert!(Instant::now() < deadline, "no exit after SIGTERM: {}", self.log());
@@ -255,11 +274,7 @@ fn messages_from_stdin_and_http_reach_the_plugins_that_match() {
     assert_eq!(hello["stats"]["emitted"], 2);
     assert_eq!(hello["queue"]["rejected"], 0);
     assert!(hello["version"].as_str().unwrap().len() == 64);
-    assert!(
-        daemon.log().contains("stdin line 3: invalid message JSON"),
-        "{}",
-        daemon.log()
-    );
+    daemon.wait_log("stdin line 3: invalid message JSON");
     let all = daemon.json("GET", "/plugins", None);
     let names: Vec<_> = all
         .as_array()
@@ -409,7 +424,7 @@ fn a_hostile_plugin_is_terminated_and_reported_while_the_others_answer() {
         fails["reason"],
         "plugin `fails` failed fatally: giving up on purpose"
     );
-    assert!(daemon.log().contains("plugin terminated"));
+    daemon.wait_log("plugin terminated");
 }
 
 #[test]
@@ -443,13 +458,7 @@ fn a_slow_plugin_fills_its_own_queue_only() {
         )),
         "{metrics}"
     );
-    assert!(
-        daemon
-            .log()
-            .contains("queue full: message turned away plugin=slow"),
-        "{}",
-        daemon.log()
-    );
+    daemon.wait_log("queue full: message turned away plugin=slow");
 }
 
 #[test]
@@ -679,4 +688,29 @@ fn with_a_pool_plugins_serve_and_come_back_after_a_trap() {
         assert!(Instant::now() < deadline, "{stats}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_full_pool_refuses_the_plugin_past_it_and_says_why() {
+    let dirs = Dirs::new(&[("hello.wasm", guests::HELLO), ("counter.wasm", guests::COUNTER)]);
+    let daemon = dirs.start(&["--pool", "1"]);
+    let all = daemon.json("GET", "/plugins", None);
+    let states: Vec<(&str, &str)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["state"].as_str().unwrap(),
+                p["load_error"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(states.len(), 2, "{all}");
+    assert!(states.iter().any(|(state, _)| *state == "running"), "{all}");
+    assert!(
+        states.iter().any(|(state, error)| *state == "failed-to-load"
+            && error.contains("the host's pool of sandboxes is full")),
+        "{all}"
+    );
 }

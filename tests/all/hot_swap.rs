@@ -445,9 +445,14 @@ fn the_compile_cache_survives_a_restart_and_rejects_corrupt_entries() {
     assert_eq!((stats.cache_hits, stats.compiled), (0, 1));
 }
 
-fn cache_entries(root: &Path) -> Vec<PathBuf> {
+/// The entries of a compile cache rooted at `root` (one directory per engine), none
+/// when it does not exist.
+pub(crate) fn cache_entries(root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    for dir in fs::read_dir(root).unwrap() {
+    let Ok(dirs) = fs::read_dir(root) else {
+        return found;
+    };
+    for dir in dirs {
         for entry in fs::read_dir(dir.unwrap().path()).unwrap() {
             found.push(entry.unwrap().path());
         }

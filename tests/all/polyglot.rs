@@ -145,11 +145,16 @@ fn an_uncaught_exception_is_reported_with_its_message() {
         let CallError::Panic { message, .. } = &error else {
             panic!("{name}: {error:?}");
         };
-        let expected = match name {
-            "py-hostile" => "ValueError: an exception nobody caught (at app.py, line ",
-            _ => "invalid variant tag value `undefined` (received `Error: an exception nobody caught`)",
-        };
-        assert!(message.starts_with(expected), "{name}: {message}");
+        assert!(
+            message.contains("an exception nobody caught"),
+            "{name}: {message}"
+        );
+        if name == "py-hostile" {
+            assert!(
+                message.starts_with("ValueError: an exception nobody caught (at app.py, line "),
+                "{message}"
+            );
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::process::Command;
 use corral::{Limits, Message, Sidecar, Value};
 use corral_test_guests as guests;
 
-use crate::support::{host, polyglot};
+use crate::support::{load_as, polyglot};
 
 /// Runs `corral new NAME --lang LANG --dir DIR` and returns the project directory.
 fn corral_new(name: &str, lang: &str, dir: &Path) -> PathBuf {
@@ -51,9 +51,7 @@ fn build(command: &mut Command) {
 fn loads_and_answers(name: &str, wasm: &Path, project: &Path) {
     let sidecar_path = project.join(format!("{name}.toml"));
     let sidecar = Sidecar::parse(&std::fs::read_to_string(&sidecar_path).unwrap()).unwrap();
-    let plugin = host()
-        .load(name, &std::fs::read(wasm).unwrap(), sidecar.options)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let plugin = load_as(name, wasm.to_str().unwrap(), sidecar.options);
     let outcome = plugin.process_message(&Message::new("login")).unwrap();
     assert_eq!(outcome.emitted.len(), 1, "{outcome:?}");
     assert_eq!(outcome.emitted[0].type_, format!("{name}.seen"));
