@@ -1,11 +1,16 @@
-//! Per-message cost of one filter run four ways, side by side in one process:
+//! Per-message cost of one filter run four ways (and variants), side by side in one
+//! process:
 //!
 //! - (a) native: the filter as a Rust function;
 //! - (b) bare wasmtime: the `bench-filter` guest's `process-message` through typed
 //!   bindings with the plainest host (no limits, no stats, no output capture), with
 //!   fuel off, then on, then epochs on instead, to price each;
 //! - (c) Corral: the same guest through [`corral::Plugin::process_message`], every limit,
-//!   the stats and the output cap on;
+//!   the stats and the output cap on; then the same filter for the `batch-filter` world
+//!   (the `bench-batch` guest, written with the SDK's `Plugin` trait) one message per
+//!   call (c1) and 64 per call (c64, [`corral::Plugin::process_messages`], as the
+//!   daemon's worker hands over what queued up), and (c-base) one per call on the
+//!   baseline (Winch) code a plugin new to the host serves from;
 //! - (d) Lua: the same filter as Heka ran it (mlua, vendored Lua 5.4), reading the
 //!   message through a `read_message(name)` host function, with an instruction-count
 //!   hook and an allocator cap set before each call as Heka did.
@@ -84,6 +89,12 @@ fn summary_of(message: &Message) -> Summary {
 trait Way {
     fn name(&self) -> &'static str;
     fn process(&mut self, index: usize);
+    /// Ends a round: a way that holds messages back for a batch hands them over.
+    fn finish(&mut self) {}
+    /// The code Corral's plugin runs.
+    fn tier(&self) -> Option<corral::Tier> {
+        None
+    }
     fn last_summary(&self) -> Option<Summary>;
 }
 
@@ -354,15 +365,33 @@ impl Way for Bare {
 // (c) Corral.
 
 struct Corral {
+    label: &'static str,
     messages: Arc<Vec<Message>>,
     plugin: corral::Plugin,
     last: Option<Message>,
     _host: Host,
 }
 
+impl Corral {
+    fn new(label: &'static str, host: Host, wasm: &[u8], messages: Arc<Vec<Message>>) -> Corral {
+        let plugin = host.load("bench", wasm, PluginOptions::default()).unwrap();
+        Corral {
+            label,
+            messages,
+            plugin,
+            last: None,
+            _host: host,
+        }
+    }
+}
+
 impl Way for Corral {
     fn name(&self) -> &'static str {
-        "(c) Corral, full dispatch"
+        self.label
+    }
+
+    fn tier(&self) -> Option<corral::Tier> {
+        Some(self.plugin.tier())
     }
 
     fn process(&mut self, index: usize) {
@@ -374,6 +403,48 @@ impl Way for Corral {
 
     fn last_summary(&self) -> Option<Summary> {
         self.last.as_ref().map(summary_of)
+    }
+}
+
+/// (c) through `Plugin::process_messages`, `size` messages per call, as the daemon's
+/// worker hands a `batch-filter` plugin what queued up.
+struct Batched {
+    corral: Corral,
+    size: usize,
+    pending: Vec<usize>,
+}
+
+impl Way for Batched {
+    fn name(&self) -> &'static str {
+        self.corral.label
+    }
+
+    fn tier(&self) -> Option<corral::Tier> {
+        self.corral.tier()
+    }
+
+    fn process(&mut self, index: usize) {
+        self.pending.push(index);
+        if self.pending.len() == self.size {
+            self.finish();
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let refs: Vec<&Message> = self.pending.iter().map(|&i| &self.corral.messages[i]).collect();
+        let outcome = self.corral.plugin.process_messages(&refs).unwrap();
+        assert!(outcome.failed.is_empty());
+        if let Some(summary) = outcome.emitted.into_iter().last() {
+            self.corral.last = Some(summary);
+        }
+        self.pending.clear();
+    }
+
+    fn last_summary(&self) -> Option<Summary> {
+        self.corral.last_summary()
     }
 }
 
@@ -513,8 +584,16 @@ impl Way for Lua {
 fn main() {
     let messages = Arc::new(messages());
     let wasm = std::fs::read(corral_test_guests::BENCH_FILTER).unwrap();
-    let host = Host::new().unwrap();
-    let plugin = host.load("bench", &wasm, PluginOptions::default()).unwrap();
+    let batch_wasm = std::fs::read(corral_test_guests::BENCH_BATCH).unwrap();
+    // The filter on baseline code: called at once, before Cranelift's code is ready, it
+    // keeps its Winch instance (it holds the running totals).
+    let baseline = Corral::new(
+        "(c-base) Corral, baseline code",
+        Host::builder().baseline(true).build().unwrap(),
+        &batch_wasm,
+        messages.clone(),
+    );
+    baseline.plugin.timer_event(0).unwrap();
 
     let mut ways: Vec<Box<dyn Way>> = vec![
         Box::new(Native {
@@ -541,12 +620,29 @@ fn main() {
             messages.clone(),
         )),
         Box::new(Empty(Bare::new("", Interrupt::None, &wasm, messages.clone()))),
-        Box::new(Corral {
-            messages: messages.clone(),
-            plugin,
-            last: None,
-            _host: host,
+        Box::new(Corral::new(
+            "(c) Corral, filter world",
+            Host::new().unwrap(),
+            &wasm,
+            messages.clone(),
+        )),
+        Box::new(Corral::new(
+            "(c1) Corral, batch of 1",
+            Host::new().unwrap(),
+            &batch_wasm,
+            messages.clone(),
+        )),
+        Box::new(Batched {
+            corral: Corral::new(
+                "(c64) Corral, batch of 64",
+                Host::new().unwrap(),
+                &batch_wasm,
+                messages.clone(),
+            ),
+            size: 64,
+            pending: Vec::new(),
         }),
+        Box::new(baseline),
         Box::new(Lua::new(messages.clone())),
     ];
 
@@ -575,6 +671,7 @@ fn main() {
                 way.process(next[i]);
                 next[i] = (next[i] + 1) % MESSAGES;
             }
+            way.finish();
             let ns = started.elapsed().as_nanos() as f64 / PER_ROUND as f64;
             if round > 0 {
                 rounds[i].push(ns);
@@ -604,9 +701,10 @@ fn main() {
         "dispatch: {PER_ROUND} messages per round, {ROUNDS} rounds, median round; all ways end with the same summary ({} seen)",
         expected.1
     );
-    println!("{:<28} {:>10} {:>10}", "way", "ns/msg", "spread");
+    println!("{:<32} {:>10} {:>10}  code", "way", "ns/msg", "spread");
     for ((way, median), r) in ways.iter().zip(&medians).zip(&rounds) {
-        println!("{:<28} {:>10.1} {:>9.0}%", way.name(), median, spread(r));
+        let tier = way.tier().map_or("", |t| t.as_str());
+        println!("{:<32} {:>10.1} {:>9.0}%  {tier}", way.name(), median, spread(r));
     }
     let by = |name: &str| {
         ways.iter()
@@ -620,9 +718,16 @@ fn main() {
         c / b
     );
     println!(
-        "ratio c/d (Corral over Heka-style Lua): {:.2}   target <= 1.0, aim 0.5",
+        "ratio c/d (Corral, filter world, over Heka-style Lua): {:.2}   target <= 1.0, aim 0.5",
         c / d
     );
+    let (c1, c64, base) = (by("(c1)"), by("(c64)"), by("(c-base)"));
+    println!(
+        "ratio c1/d (batch-filter world, one message per call): {:.2}   c64/d (64 per call): {:.2}",
+        c1 / d,
+        c64 / d
+    );
+    println!("baseline code over optimised code, batch of 1: {:.2}", base / c1);
     println!(
         "fuel costs {:+.1} ns/msg over no interruption, epochs {:+.1}",
         by("(b+fuel)") - b,

@@ -4,7 +4,10 @@
 //! Run with `just bench` (or `cargo bench -p corral --bench drop_to_serving`). Each
 //! sample is a distinct component — the test guest `swap-a` with a unique custom section
 //! appended — so a "miss" really compiles; the "hit" run is a fresh host (empty memory
-//! memo) over the disk cache the miss run filled.
+//! memo) over the disk cache the miss run filled. A miss is measured twice: with the
+//! baseline tier (`HostBuilder::baseline`, what `corral run` does: Winch's code serves
+//! while Cranelift compiles behind it; the time until the optimised code is ready is
+//! printed too), and with Cranelift alone.
 
 use std::fs;
 use std::path::Path;
@@ -26,14 +29,18 @@ fn variant(bytes: &[u8], i: usize) -> Vec<u8> {
     out
 }
 
-fn run(host: Host, variants: &[Vec<u8>]) -> Vec<Duration> {
+/// The time to serve each variant, and, with the baseline tier, the time until its
+/// optimised code was ready (each sample waits for it, so that no background compile
+/// slows the next sample).
+fn run(host: Host, variants: &[Vec<u8>]) -> (Vec<Duration>, Vec<Duration>) {
     let dir = tempfile::tempdir().unwrap();
-    let registry = Registry::new(host);
+    let registry = Registry::new(host.clone());
     let _watcher = registry.watch(dir.path()).unwrap();
     let staging = dir.path().join(".bench.partial");
     let target = dir.path().join("bench.wasm");
     let mut samples = Vec::new();
-    for bytes in variants {
+    let mut optimised = Vec::new();
+    for (i, bytes) in variants.iter().enumerate() {
         let version = corral::content_version(bytes);
         fs::write(&staging, bytes).unwrap();
         let started = Instant::now();
@@ -49,8 +56,15 @@ fn run(host: Host, variants: &[Vec<u8>]) -> Vec<Duration> {
             std::thread::sleep(Duration::from_micros(50));
         }
         samples.push(started.elapsed());
+        if host.compile_stats().baseline_compiled > 0 {
+            while host.compile_stats().compiled <= i as u64 {
+                assert!(started.elapsed() < Duration::from_secs(30), "never optimised");
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            optimised.push(started.elapsed());
+        }
     }
-    samples
+    (samples, optimised)
 }
 
 fn summary(label: &str, mut samples: Vec<Duration>) -> Duration {
@@ -87,35 +101,64 @@ fn main() {
 
         // Each run is a fresh host over the same disk cache: the first fills it (every
         // sample compiles), the second finds every sample there.
-        let measure = |label: &str, counted: fn(corral::CompileStats) -> u64| {
-            let host = Host::builder().cache_dir(cache.path()).build().unwrap();
-            let samples = run(host.clone(), &variants);
-            assert_eq!(
-                counted(host.compile_stats()),
-                SAMPLES as u64,
-                "{label}: not every sample"
-            );
-            summary(label, samples)
-        };
-        let miss = measure("cache miss (compile)", |s| s.compiled);
-        let hit = measure("cache hit (deserialize)", |s| s.cache_hits);
+        let measure =
+            |label: &str, cache: &Path, baseline: bool, counted: fn(corral::CompileStats) -> u64| {
+                let host = Host::builder()
+                    .cache_dir(cache)
+                    .baseline(baseline)
+                    .build()
+                    .unwrap();
+                let (samples, optimised) = run(host.clone(), &variants);
+                assert_eq!(
+                    counted(host.compile_stats()),
+                    SAMPLES as u64,
+                    "{label}: not every sample"
+                );
+                if !optimised.is_empty() {
+                    summary("  then optimised code ready", optimised);
+                }
+                summary(label, samples)
+            };
+        // The baseline tier first, over a cache of its own, then Cranelift alone.
+        let baseline_cache = tempfile::tempdir().unwrap();
+        let baseline = measure("cache miss, baseline tier", baseline_cache.path(), true, |s| {
+            s.baseline_compiled
+        });
+        let miss = measure("cache miss, Cranelift only", cache.path(), false, |s| s.compiled);
+        let hit = measure("cache hit (deserialize)", cache.path(), true, |s| s.cache_hits);
         println!(
-            "miss/hit median ratio: {:.1}   targets: miss <= 50 ms, hit <= 5 ms",
-            miss.as_secs_f64() / hit.as_secs_f64()
+            "median ratios: Cranelift miss/baseline miss {:.1}, baseline miss/hit {:.1}   targets: miss <= 50 ms, hit <= 5 ms",
+            miss.as_secs_f64() / baseline.as_secs_f64(),
+            baseline.as_secs_f64() / hit.as_secs_f64()
         );
         compile_only(&variants);
     }
 }
 
 /// Where a miss goes: compiling alone, with Cranelift optimising for speed (Corral's
-/// setting) and not optimising at all.
+/// setting), Cranelift not optimising at all, and Winch (the baseline tier, its
+/// trampolines unoptimised as the baseline engine has them).
 fn compile_only(variants: &[Vec<u8>]) {
-    for (label, level) in [
-        ("compile only, opt speed", wasmtime::OptLevel::Speed),
-        ("compile only, opt none", wasmtime::OptLevel::None),
+    for (label, strategy, level) in [
+        (
+            "compile only, opt speed",
+            wasmtime::Strategy::Cranelift,
+            wasmtime::OptLevel::Speed,
+        ),
+        (
+            "compile only, opt none",
+            wasmtime::Strategy::Cranelift,
+            wasmtime::OptLevel::None,
+        ),
+        (
+            "compile only, Winch",
+            wasmtime::Strategy::Winch,
+            wasmtime::OptLevel::None,
+        ),
     ] {
         let mut config = wasmtime::Config::new();
         config
+            .strategy(strategy)
             .consume_fuel(true)
             .epoch_interruption(true)
             .cranelift_opt_level(level);

@@ -125,6 +125,8 @@ fn status_json(admin: &Admin, status: &PluginStatus) -> Json {
         out["reason"] = json!(reason);
         out["version"] = json!(plugin.version());
         out["preserves_state"] = json!(plugin.preserves_state());
+        out["batches"] = json!(plugin.batches());
+        out["tier"] = json!(plugin.tier().as_str());
         out["last_error"] = json!(stats.last_error);
         out["stats"] = json!({
             "process_message": entry_json(&stats.process_message),
@@ -145,6 +147,7 @@ fn status_json(admin: &Admin, status: &PluginStatus) -> Json {
             "depth": queue.depth.load(Ordering::Relaxed),
             "rejected": queue.rejected.load(Ordering::Relaxed),
             "processed": queue.processed.load(Ordering::Relaxed),
+            "calls": queue.calls.load(Ordering::Relaxed),
             "ticks": queue.ticks.load(Ordering::Relaxed),
         });
     }
@@ -399,11 +402,12 @@ fn prometheus(admin: &Admin) -> String {
     family(
         "components_total",
         "counter",
-        "Components loaded, by where their compiled code came from: the in-memory memo, the disk cache, or the compiler.",
+        "Components loaded, by where their compiled code came from: the in-memory memo, the disk cache, Cranelift (optimised code), or Winch (baseline code, serving while Cranelift compiles).",
         &mut [
             ("memo", compiles.memo_hits),
             ("cache", compiles.cache_hits),
             ("compiled", compiles.compiled),
+            ("baseline", compiles.baseline_compiled),
         ]
         .into_iter()
         .map(|(source, n)| (format!("source=\"{source}\""), n as f64)),

@@ -80,6 +80,10 @@ struct RunArgs {
     /// may hold more than 256 MiB and at most N are live (a swap holds two for a moment).
     #[arg(long, value_name = "N")]
     pool: Option<u32>,
+    /// Compile every new plugin with Cranelift before it serves, instead of serving it
+    /// from baseline (Winch) code within milliseconds while Cranelift compiles behind.
+    #[arg(long)]
+    no_baseline: bool,
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +212,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
                     ..corral::WatchOptions::default()
                 },
                 pool: args.pool,
+                baseline: !args.no_baseline,
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -219,7 +224,7 @@ fn check(file: PathBuf, cache: &CacheArgs) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(&file).with_context(|| format!("cannot read `{}`", file.display()))?;
     let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
     let report = host.check(name, &bytes)?;
-    println!("`{}` fits {}", file.display(), corral::WORLD);
+    println!("`{}` fits {}", file.display(), report.world);
     println!("exports:");
     for name in &report.exports {
         println!("  {name}");

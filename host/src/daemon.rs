@@ -54,6 +54,9 @@ pub struct DaemonConfig {
     /// Take sandboxes from a pool of this many (`HostBuilder::pooling`) instead of
     /// allocating each on demand.
     pub pool: Option<u32>,
+    /// Serve a plugin new to the host from baseline code while its optimised code
+    /// compiles (`HostBuilder::baseline`; ignored with `pool`).
+    pub baseline: bool,
 }
 
 impl DaemonConfig {
@@ -96,7 +99,8 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let store = RedbStore::open(&config.data_dir.join("store.redb")).map_err(|e| fail(&e))?;
     let mut host = Host::builder()
         .store(Arc::new(store.clone()))
-        .cache_dir(config.data_dir.join("cache"));
+        .cache_dir(config.data_dir.join("cache"))
+        .baseline(config.baseline);
     if let Some(sandboxes) = config.pool {
         host = host.pooling(sandboxes);
     }

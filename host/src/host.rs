@@ -21,8 +21,9 @@ use crate::cache::CompileCache;
 use crate::error::LoadError;
 use crate::output::Output;
 use crate::plugin::{Plugin, PluginOptions};
-use crate::sandbox::{Exports, SandboxSpec, SandboxState};
+use crate::sandbox::{SandboxSpec, SandboxState};
 use crate::store::{KvStore, MemoryStore};
+use crate::tier::{Code, Tier, Upgrade};
 use crate::world::{self, Filter, WorldReport};
 
 /// How many compiled components the memo keeps.
@@ -44,6 +45,7 @@ pub struct HostBuilder {
     epoch_tick: Duration,
     cache_dir: Option<PathBuf>,
     pooling: Option<u32>,
+    baseline: bool,
 }
 
 impl Default for HostBuilder {
@@ -53,6 +55,7 @@ impl Default for HostBuilder {
             epoch_tick: HostBuilder::DEFAULT_EPOCH_TICK,
             cache_dir: None,
             pooling: None,
+            baseline: false,
         }
     }
 }
@@ -95,6 +98,17 @@ impl HostBuilder {
         self
     }
 
+    /// Serves a component new to the host (in neither the memo nor the disk cache) from
+    /// baseline code at once, compiled by Winch in a fifth of Cranelift's time, while
+    /// Cranelift compiles optimised code in the background; each plugin moves to the
+    /// optimised code where nothing is lost (see [`Plugin::tier`] and BENCHMARKS.md).
+    /// Off by default, and under [`HostBuilder::pooling`]: a baseline instance would live
+    /// outside the pool's bound. `corral run` turns it on unless it pools.
+    pub fn baseline(mut self, on: bool) -> HostBuilder {
+        self.baseline = on;
+        self
+    }
+
     /// The largest linear memory one sandbox may have under [`HostBuilder::pooling`].
     pub const POOL_MAX_MEMORY: usize = 256 << 20;
 
@@ -132,20 +146,37 @@ impl HostBuilder {
                 .table_keep_resident(POOL_KEEP_RESIDENT);
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
+        let baseline = if self.baseline && self.pooling.is_none() {
+            // The same settings (fuel and epochs are enforced alike), another compiler.
+            // Winch leaves the trampolines between host and guest to Cranelift:
+            // unoptimised, they compile a tenth faster (BENCHMARKS.md).
+            let mut config = config.clone();
+            config
+                .strategy(wasmtime::Strategy::Winch)
+                .cranelift_opt_level(wasmtime::OptLevel::None);
+            let engine = Engine::new(&config).map_err(|e| fail(&format_args!("{e:#}")))?;
+            let linker = Arc::new(linker(&engine).map_err(|e| fail(&format_args!("{e:#}")))?);
+            Some(Baseline { engine, linker })
+        } else {
+            None
+        };
         let engine = Engine::new(&config).map_err(|e| fail(&format_args!("{e:#}")))?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| fail(&format_args!("{e:#}")))?;
-        Filter::add_to_linker::<_, HasSelf<SandboxState>>(&mut linker, |s| s)
-            .map_err(|e| fail(&format_args!("{e:#}")))?;
+        let linker = linker(&engine).map_err(|e| fail(&format_args!("{e:#}")))?;
 
-        let weak = engine.weak();
+        let engines = [Some(engine.weak()), baseline.as_ref().map(|b| b.engine.weak())];
         let tick = self.epoch_tick;
         std::thread::Builder::new()
             .name("corral-epoch".into())
             .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
+                loop {
+                    let mut alive = false;
+                    for engine in engines.iter().flatten().filter_map(|weak| weak.upgrade()) {
+                        engine.increment_epoch();
+                        alive = true;
+                    }
+                    if !alive {
+                        break;
+                    }
                     std::thread::sleep(tick);
                 }
             })
@@ -160,8 +191,24 @@ impl HostBuilder {
             epoch_tick: self.epoch_tick,
             memo: Arc::new(Mutex::new(VecDeque::new())),
             compiling: Arc::default(),
+            baseline,
         })
     }
+}
+
+/// A linker with everything a plugin may import: WASI 0.2 and `corral:plugin`.
+fn linker(engine: &Engine) -> wasmtime::Result<Linker<SandboxState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    Filter::add_to_linker::<_, HasSelf<SandboxState>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+/// The baseline compiler's engine, and its linker.
+#[derive(Clone)]
+struct Baseline {
+    engine: Engine,
+    linker: Arc<Linker<SandboxState>>,
 }
 
 /// Loads plugins into sandboxes. Cloning a host is cheap and shares its engine, store
@@ -178,6 +225,7 @@ pub struct Host {
     compiling: Arc<(Mutex<Vec<[u8; 32]>>, Condvar)>,
     cache: Option<CompileCache>,
     counters: Arc<Counters>,
+    baseline: Option<Baseline>,
 }
 
 /// Takes a digest off [`Host::compiling`] when its compile ends, however it ends.
@@ -201,6 +249,7 @@ struct Counters {
     memo_hits: AtomicU64,
     cache_hits: AtomicU64,
     compiled: AtomicU64,
+    baseline_compiled: AtomicU64,
 }
 
 /// Where the components a host loaded came from.
@@ -210,12 +259,33 @@ pub struct CompileStats {
     pub memo_hits: u64,
     /// Found in the disk cache.
     pub cache_hits: u64,
-    /// Compiled.
+    /// Compiled by Cranelift (optimised code), on the call path or, behind baseline
+    /// code, in the background.
     pub compiled: u64,
+    /// Compiled by Winch to serve while Cranelift compiles ([`HostBuilder::baseline`]).
+    pub baseline_compiled: u64,
 }
 
 /// Recently compiled components by the SHA-256 of their bytes, oldest first.
-type Memo = VecDeque<([u8; 32], Component)>;
+type Memo = VecDeque<([u8; 32], Compiled)>;
+
+/// A component compiled, checked and linked, ready to start.
+struct Linked {
+    /// What instances are made from.
+    code: Code,
+    /// The optimised code on its way, when `code` is baseline code.
+    upgrade: Option<Arc<Upgrade>>,
+    report: WorldReport,
+    /// The SHA-256 of the component's bytes.
+    digest: [u8; 32],
+}
+
+/// A compiled component: optimised, or baseline with its optimised code on the way.
+#[derive(Clone)]
+struct Compiled {
+    component: Component,
+    upgrade: Option<Arc<Upgrade>>,
+}
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -273,24 +343,23 @@ impl Host {
     /// a component, a component that does not fit the world, or one that cannot start
     /// within its limits.
     pub fn load(&self, name: &str, bytes: &[u8], options: PluginOptions) -> Result<Plugin, LoadError> {
-        let (pre, report, digest) = self.link(name, bytes)?;
+        let Linked {
+            code,
+            upgrade,
+            report,
+            digest,
+        } = self.link(name, bytes)?;
         let plugin: Arc<str> = name.into();
-        let exports = Exports::of(&pre).map_err(|e| LoadError::Instantiate {
-            plugin: name.to_owned(),
-            reason: format!("{e:#}"),
-        })?;
         let spec = SandboxSpec {
-            exports: Arc::new(exports),
             output: Output::new(plugin.clone(), options.limits.output_bytes),
             plugin,
-            pre,
             limits: Arc::new(options.limits),
             config: Arc::new(options.config),
             dirs: Arc::new(options.dirs),
             kv: self.store.clone(),
             epoch_tick: self.epoch_tick,
         };
-        Plugin::start(spec, hex(&digest), report)
+        Plugin::start(spec, code, upgrade, hex(&digest), report)
     }
 
     /// How many components were found in memory, found in the disk cache, or compiled.
@@ -300,6 +369,7 @@ impl Host {
             memo_hits: read(&self.counters.memo_hits),
             cache_hits: read(&self.counters.cache_hits),
             compiled: read(&self.counters.compiled),
+            baseline_compiled: read(&self.counters.baseline_compiled),
         }
     }
 
@@ -309,23 +379,41 @@ impl Host {
     ///
     /// As [`Host::load`], except that start-up is not tried.
     pub fn check(&self, name: &str, bytes: &[u8]) -> Result<WorldReport, LoadError> {
-        self.link(name, bytes).map(|(_, report, _)| report)
+        self.link(name, bytes).map(|linked| linked.report)
     }
 
-    fn link(
-        &self,
-        name: &str,
-        bytes: &[u8],
-    ) -> Result<(world::FilterPre<SandboxState>, WorldReport, [u8; 32]), LoadError> {
+    /// Compiles (or finds) and links `bytes`.
+    fn link(&self, name: &str, bytes: &[u8]) -> Result<Linked, LoadError> {
         validate_name(name)?;
         sniff(name, bytes)?;
         let digest: [u8; 32] = Sha256::digest(bytes).into();
-        let component = self.compile(name, bytes, digest)?;
-        let (pre, report) = world::link(name, &self.engine, &self.linker, &component)?;
-        Ok((pre, report, digest))
+        let compiled = self.compile(name, bytes, digest)?;
+        let (code, report) = self.link_component(name, &compiled.component)?;
+        Ok(Linked {
+            code,
+            upgrade: compiled.upgrade,
+            report,
+            digest,
+        })
     }
 
-    fn compile(&self, name: &str, bytes: &[u8], digest: [u8; 32]) -> Result<Component, LoadError> {
+    /// Checks `component` against the world with the linker of the engine that compiled
+    /// it.
+    fn link_component(&self, name: &str, component: &Component) -> Result<(Code, WorldReport), LoadError> {
+        let (engine, linker, tier) = match &self.baseline {
+            Some(b) if Engine::same(component.engine(), &b.engine) => (&b.engine, &*b.linker, Tier::Baseline),
+            _ => (&self.engine, &*self.linker, Tier::Optimized),
+        };
+        let (pre, exports, report) = world::link(name, engine, linker, component)?;
+        let code = Code {
+            pre,
+            exports: Arc::new(exports),
+            tier,
+        };
+        Ok((code, report))
+    }
+
+    fn compile(&self, name: &str, bytes: &[u8], digest: [u8; 32]) -> Result<Compiled, LoadError> {
         let memo = || crate::lock(&self.memo);
         let count = |counter: &AtomicU64| counter.fetch_add(1, Ordering::Relaxed);
         let _compiling = loop {
@@ -349,32 +437,103 @@ impl Host {
             .cache
             .as_ref()
             .and_then(|cache| cache.get(&self.engine, &digest));
-        let component = match cached {
-            Some(component) => {
+        let invalid = |e: wasmtime::Error| LoadError::Invalid {
+            plugin: name.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        // Winch does not take every module Cranelift does (some SIMD, for one): a
+        // component it refuses is compiled by Cranelift as if there were no baseline.
+        let baseline = match (&cached, &self.baseline) {
+            (None, Some(baseline)) => match Component::from_binary(&baseline.engine, bytes) {
+                Ok(component) => Some(component),
+                Err(e) => {
+                    tracing::debug!(plugin = name, "no baseline code: {e:#}");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let compiled = match (cached, baseline) {
+            (Some(component), _) => {
                 count(&self.counters.cache_hits);
-                component
+                Compiled {
+                    component,
+                    upgrade: None,
+                }
             }
-            None => {
+            (None, Some(component)) => {
+                count(&self.counters.baseline_compiled);
+                let upgrade = Arc::new(Upgrade::default());
+                self.optimize_behind(name, bytes.to_vec(), digest, upgrade.clone());
+                Compiled {
+                    component,
+                    upgrade: Some(upgrade),
+                }
+            }
+            (None, None) => {
                 count(&self.counters.compiled);
                 // Compiling takes milliseconds to seconds: never hold the memo's lock
                 // meanwhile.
-                let component =
-                    Component::from_binary(&self.engine, bytes).map_err(|e| LoadError::Invalid {
-                        plugin: name.to_owned(),
-                        reason: format!("{e:#}"),
-                    })?;
+                let component = Component::from_binary(&self.engine, bytes).map_err(invalid)?;
                 if let Some(cache) = &self.cache {
                     cache.put(&digest, &component);
                 }
-                component
+                Compiled {
+                    component,
+                    upgrade: None,
+                }
             }
         };
-        let mut memo = memo();
+        self.remember(digest, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Puts a compiled component in the memo, in place of what it held for `digest`.
+    fn remember(&self, digest: [u8; 32], compiled: Compiled) {
+        let mut memo = crate::lock(&self.memo);
+        memo.retain(|(d, _)| *d != digest);
         if memo.len() == MEMO_ENTRIES {
             memo.pop_front();
         }
-        memo.push_back((digest, component.clone()));
-        Ok(component)
+        memo.push_back((digest, compiled));
+    }
+
+    /// Compiles `bytes` with Cranelift on a thread of its own, then caches the result,
+    /// remembers it, and hands it to the plugins serving from baseline code.
+    fn optimize_behind(&self, name: &str, bytes: Vec<u8>, digest: [u8; 32], upgrade: Arc<Upgrade>) {
+        let host = self.clone();
+        let name = name.to_owned();
+        let optimize = move || {
+            let component = Component::from_binary(&host.engine, &bytes);
+            let result = component.map_err(|e| format!("{e:#}")).and_then(|component| {
+                if let Some(cache) = &host.cache {
+                    cache.put(&digest, &component);
+                }
+                let (code, _) = host
+                    .link_component(&name, &component)
+                    .map_err(|e| e.to_string())?;
+                host.remember(
+                    digest,
+                    Compiled {
+                        component,
+                        upgrade: None,
+                    },
+                );
+                Ok(code)
+            });
+            if let Err(reason) = &result {
+                tracing::warn!(plugin = name, %reason, "compiling optimised code failed");
+            }
+            upgrade.finish(result);
+            host.counters.compiled.fetch_add(1, Ordering::Relaxed);
+        };
+        let spawned = std::thread::Builder::new()
+            .name("corral-optimize".into())
+            .spawn(optimize);
+        if let Err(e) = spawned {
+            // The plugin serves from baseline code: slower, never wrong.
+            tracing::warn!("cannot start a thread to compile optimised code: {e}");
+        }
     }
 }
 

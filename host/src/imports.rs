@@ -156,7 +156,7 @@ impl store::Host for SandboxState {
 
 impl emit::Host for SandboxState {
     fn emit(&mut self, message: types::OutMessage) -> wasmtime::Result<()> {
-        if self.emitted.len() >= self.limits.emits as usize {
+        if self.emitted.len() >= self.emit_cap {
             self.emit_refused = true;
             return Err(limit_trap("emit"));
         }

@@ -36,6 +36,7 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 mod admin;
+mod batch;
 mod cache;
 mod current;
 mod daemon;
@@ -54,6 +55,7 @@ mod sandbox;
 mod sidecar;
 mod stats;
 mod store;
+mod tier;
 mod watcher;
 mod world;
 
@@ -65,12 +67,13 @@ pub use matcher::{FieldCondition, Matcher, Names};
 pub use message::{DEFAULT_SEVERITY, Field, Message, Value, now_ns};
 pub use output::{LogLevel, LogLine, LogSource};
 pub use persist::{FLUSH_INTERVAL, OpenError, RedbStore};
-pub use pipeline::{Pipeline, QueueStats, TERMINATED_TYPE, terminated_message};
-pub use plugin::{CallOutcome, DirGrant, Plugin, PluginOptions, PluginState};
+pub use pipeline::{MAX_BATCH, MAX_BATCH_BYTES, Pipeline, QueueStats, TERMINATED_TYPE, terminated_message};
+pub use plugin::{BatchOutcome, CallOutcome, DirGrant, Plugin, PluginOptions, PluginState};
 pub use registry::{Event, Installed, PluginHandle, PluginStatus, Registry, StateHandoff};
 pub use sidecar::Sidecar;
 pub use stats::{EntryStats, Stats, TIMING_SAMPLE};
 pub use store::{KvStore, MemoryStore, StoreError};
+pub use tier::Tier;
 pub use wasmtime::Trap;
 pub use watcher::{DEBOUNCE, WatchError, WatchOptions, Watcher};
 pub use world::{PLUGIN_PACKAGE_VERSION, WASI_VERSION, WorldReport};

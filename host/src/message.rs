@@ -71,6 +71,26 @@ pub enum Value {
 }
 
 impl Message {
+    /// About how many bytes the message's strings and fields hold: what it takes in a
+    /// batch.
+    pub fn approximate_size(&self) -> usize {
+        const FIXED: usize = 64;
+        let value = |v: &Value| match v {
+            Value::String(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            _ => 8,
+        };
+        FIXED
+            + self.type_.len()
+            + self.logger.len()
+            + self.payload.len()
+            + self
+                .fields
+                .iter()
+                .map(|f| 16 + f.name.len() + value(&f.value))
+                .sum::<usize>()
+    }
+
     /// An empty message of the given type, stamped now, with the default severity.
     pub fn new(type_: impl Into<String>) -> Message {
         Message {

@@ -68,6 +68,9 @@ pub(crate) struct Output(Arc<Mutex<OutputState>>);
 #[derive(Debug)]
 struct OutputState {
     plugin: Arc<str>,
+    /// One call's budget.
+    base_limit: u64,
+    /// The budget of the call in progress.
     limit: u64,
     used: u64,
     exceeded: bool,
@@ -90,6 +93,7 @@ impl Output {
     pub fn new(plugin: Arc<str>, limit: u64) -> Output {
         Output(Arc::new(Mutex::new(OutputState {
             plugin,
+            base_limit: limit,
             limit,
             used: 0,
             exceeded: false,
@@ -98,6 +102,13 @@ impl Output {
             stderr_kept: Vec::new(),
             lines: Vec::new(),
         })))
+    }
+
+    /// Gives the call about to start the budget of `messages` calls, for a batch; the
+    /// budget is back to one call's when the call ends.
+    pub fn scale(&self, messages: u64) {
+        let mut s = self.state();
+        s.limit = s.base_limit.saturating_mul(messages);
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, OutputState> {
@@ -138,6 +149,7 @@ impl Output {
         };
         s.used = 0;
         s.exceeded = false;
+        s.limit = s.base_limit;
         output
     }
 

@@ -21,8 +21,14 @@ use std::time::Instant;
 use crate::error::CallError;
 use crate::lock;
 use crate::message::{Message, Value, now_ns};
-use crate::plugin::{CallOutcome, PluginState};
+use crate::plugin::PluginState;
 use crate::registry::{Event, Registry};
+
+/// The most messages a worker hands a plugin in one call.
+pub const MAX_BATCH: usize = 64;
+/// A worker stops adding messages to a batch once they hold about this many bytes: a
+/// batch is copied into the plugin's memory, which its memory limit caps.
+pub const MAX_BATCH_BYTES: usize = 256 << 10;
 
 /// The message type reporting a terminated plugin.
 pub const TERMINATED_TYPE: &str = "corral.plugin-terminated";
@@ -36,6 +42,9 @@ pub struct QueueStats {
     pub rejected: AtomicU64,
     /// Messages taken from the queue and passed to the plugin.
     pub processed: AtomicU64,
+    /// Calls into the plugin made with them: fewer than `processed` when messages
+    /// queued up and went to a `batch-filter` plugin in batches.
+    pub calls: AtomicU64,
     /// Timer events run.
     pub ticks: AtomicU64,
 }
@@ -189,6 +198,12 @@ impl Pipeline {
 }
 
 /// One plugin's worker: its queued messages and its timer, until stopped.
+///
+/// What has queued up when the worker comes for a message goes to the plugin in one
+/// batch (see [`Registry::process_messages`]), up to [`MAX_BATCH`] messages and about
+/// [`MAX_BATCH_BYTES`]: a plugin that keeps up gets its messages one at a time, and one
+/// that falls behind gets them in fewer, cheaper calls. The worker never waits for a
+/// batch to fill.
 fn work(
     name: &str,
     registry: &Registry,
@@ -199,25 +214,58 @@ fn work(
     let mut interval = registry.ticker_interval(name);
     let mut next_tick = interval.map(|i| Instant::now() + i);
     let mut reported: Option<String> = None;
+    let mut batch: Vec<Arc<Message>> = Vec::new();
     loop {
-        let job = match next_tick {
-            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        // A timer that is due goes first, even when messages keep coming.
+        let due = next_tick.is_some_and(|at| at <= Instant::now());
+        let job = if due {
+            Err(RecvTimeoutError::Timeout)
+        } else {
+            match next_tick {
+                Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            }
         };
-        let result = match job {
+        match job {
             Ok(message) => {
-                stats.depth.fetch_sub(1, Ordering::Relaxed);
-                stats.processed.fetch_add(1, Ordering::Relaxed);
-                registry.process_message(name, &message)
+                let mut bytes = message.approximate_size();
+                batch.push(message);
+                while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+                    let Ok(message) = rx.try_recv() else { break };
+                    bytes += message.approximate_size();
+                    batch.push(message);
+                }
+                let n = batch.len();
+                stats.depth.fetch_sub(n as u64, Ordering::Relaxed);
+                stats.processed.fetch_add(n as u64, Ordering::Relaxed);
+                let result = registry.process_messages(name, &batch);
+                batch.clear();
+                let calls = result.as_ref().map_or(1, |outcome| outcome.calls);
+                stats.calls.fetch_add(calls, Ordering::Relaxed);
+                match result {
+                    Ok(outcome) => {
+                        let failed = !outcome.failed.is_empty();
+                        deliver(name, registry, Ok(outcome.emitted), failed, output, &mut reported);
+                    }
+                    Err(error) => deliver(name, registry, Err(error), true, output, &mut reported),
+                }
             }
             Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {
                 stats.ticks.fetch_add(1, Ordering::Relaxed);
                 next_tick = interval.map(|i| Instant::now() + i);
-                registry.timer_event(name, now_ns())
+                let result = registry.timer_event(name, now_ns());
+                let failed = result.is_err();
+                deliver(
+                    name,
+                    registry,
+                    result.map(|o| o.emitted),
+                    failed,
+                    output,
+                    &mut reported,
+                );
             }
-        };
-        deliver(name, registry, result, output, &mut reported);
+        }
         // A swap may have brought a sidecar with another interval.
         let now_interval = registry.ticker_interval(name);
         if now_interval != interval {
@@ -227,29 +275,34 @@ fn work(
     }
 }
 
+/// Sends what a call emitted on, and reports the plugin's termination once per version
+/// when a call failed.
 fn deliver(
     name: &str,
     registry: &Registry,
-    result: Result<CallOutcome, CallError>,
+    result: Result<Vec<Message>, CallError>,
+    failed: bool,
     output: &Sender<Message>,
     reported: &mut Option<String>,
 ) {
     match result {
-        Ok(outcome) => {
-            for message in outcome.emitted {
+        Ok(emitted) => {
+            for message in emitted {
                 let _ = output.send(message);
             }
         }
-        Err(CallError::NotFound { .. }) => {}
-        Err(_) => {
-            let Some(plugin) = registry.get(name) else { return };
-            if let PluginState::Terminated { reason } = plugin.state()
-                && reported.as_deref() != Some(plugin.version())
-            {
-                *reported = Some(plugin.version().to_owned());
-                let _ = output.send(terminated_message(name, plugin.version(), &reason));
-            }
-        }
+        Err(CallError::NotFound { .. }) => return,
+        Err(_) => {}
+    }
+    if !failed {
+        return;
+    }
+    let Some(plugin) = registry.get(name) else { return };
+    if let PluginState::Terminated { reason } = plugin.state()
+        && reported.as_deref() != Some(plugin.version())
+    {
+        *reported = Some(plugin.version().to_owned());
+        let _ = output.send(terminated_message(name, plugin.version(), &reason));
     }
 }
 

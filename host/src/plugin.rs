@@ -17,23 +17,26 @@
 //! discarded (and counted in [`Stats::discarded`]), so a caller never acts on half a
 //! call's work.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use wasmtime::Trap;
 use wasmtime::component::Resource;
 
+use crate::batch::Messages;
 use crate::error::{CallError, LoadError};
 use crate::limits::{Limit, Limits};
 use crate::lock;
 use crate::message::Message;
 use crate::output::LogLine;
-use crate::sandbox::{Sandbox, SandboxSpec};
+use crate::sandbox::{Entries, Sandbox, SandboxSpec};
 use crate::stats::Stats;
+use crate::tier::{Code, Tier, Upgrade};
 use crate::world::WorldReport;
-use crate::world::bindings::corral::plugin::types::Failure;
+use crate::world::bindings::corral::plugin::types::{Batch, Failure};
 
 /// What a plugin is configured with when it is loaded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -101,11 +104,26 @@ pub struct CallOutcome {
     pub logs: Vec<LogLine>,
 }
 
+/// What a run of messages produced: see [`Plugin::process_messages`].
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// The messages emitted, in order.
+    pub emitted: Vec<Message>,
+    /// The lines logged or printed, in order.
+    pub logs: Vec<LogLine>,
+    /// The messages that failed, by their index in the batch, with why.
+    pub failed: Vec<(usize, CallError)>,
+    /// The calls into the guest it took: one for a `batch-filter` plugin, one per
+    /// message for a `filter` plugin.
+    pub calls: u64,
+}
+
 /// A plugin loaded into a sandbox. Cheap to share behind an `Arc`: every method takes
 /// `&self`, and calls on one plugin wait for each other.
 pub struct Plugin {
     spec: SandboxSpec,
     stateful: bool,
+    batches: bool,
     version: String,
     report: WorldReport,
     cell: Mutex<Cell>,
@@ -113,7 +131,15 @@ pub struct Plugin {
 }
 
 struct Cell {
-    sandbox: Option<Sandbox>,
+    sandbox: Option<Instance>,
+    /// What new instances are made from.
+    code: Code,
+    /// The tier of the instance serving, or of the next one when there is none.
+    tier: Tier,
+    /// Optimised code on its way, while `code` is baseline code.
+    upgrade: Option<Arc<Upgrade>>,
+    /// The buffers of the next batch, refilled for each `batch-filter` call.
+    batch: Arc<Batch>,
     state: PluginState,
     consecutive_failures: u32,
     /// `process-message` calls made, to time one in [`crate::stats::TIMING_SAMPLE`].
@@ -134,8 +160,22 @@ impl std::fmt::Debug for Plugin {
 }
 
 enum Entry<'a> {
-    Message(&'a Message),
+    /// One or more messages: one for a `filter` plugin.
+    Messages(&'a dyn Messages),
     Timer(i64),
+}
+
+/// A live sandbox and what it has run.
+struct Instance {
+    sandbox: Sandbox,
+    /// Whether it has been entered since it started: until then it holds no state.
+    called: bool,
+}
+
+/// A call that ran: its outcome, and the messages of a batch that failed in it.
+struct Done {
+    outcome: CallOutcome,
+    failed: Vec<(usize, CallError)>,
 }
 
 /// What the host observed about one call, whatever its result.
@@ -149,18 +189,22 @@ struct Facts {
 
 impl Plugin {
     /// Starts the first instance; a plugin that cannot even start does not load.
+    /// `upgrade` brings optimised code later when `code` is baseline code.
     pub(crate) fn start(
         spec: SandboxSpec,
+        code: Code,
+        upgrade: Option<Arc<Upgrade>>,
         version: String,
         report: WorldReport,
     ) -> Result<Plugin, LoadError> {
-        let sandbox = spec.instantiate().map_err(|e| LoadError::Instantiate {
+        let sandbox = spec.instantiate(&code).map_err(|e| LoadError::Instantiate {
             plugin: spec.plugin.to_string(),
             reason: format!("{e:#}"),
         })?;
         let memory = sandbox.store.data().limiter.current as u64;
         Ok(Plugin {
             stateful: sandbox.state.is_some(),
+            batches: code.exports.batches(),
             stats: Mutex::new(Stats {
                 instances: 1,
                 memory_bytes: memory,
@@ -168,7 +212,14 @@ impl Plugin {
                 ..Stats::default()
             }),
             cell: Mutex::new(Cell {
-                sandbox: Some(sandbox),
+                tier: code.tier,
+                sandbox: Some(Instance {
+                    sandbox,
+                    called: false,
+                }),
+                code,
+                upgrade,
+                batch: Arc::new(crate::batch::empty()),
                 state: PluginState::Running,
                 consecutive_failures: 0,
                 message_calls: 0,
@@ -178,6 +229,13 @@ impl Plugin {
             version,
             report,
         })
+    }
+
+    /// Which compiler made the code the plugin's instance runs: baseline for a plugin
+    /// new to the host, until the optimised code is ready and can take over (see
+    /// [`crate::HostBuilder::baseline`]).
+    pub fn tier(&self) -> Tier {
+        lock(&self.cell).tier
     }
 
     /// The plugin's name, which is also its store namespace.
@@ -215,14 +273,64 @@ impl Plugin {
         lock(&self.stats).clone()
     }
 
-    /// Calls the guest's `process-message` with `message`.
+    /// Calls the guest with `message`: its `process-message`, or its `process-batch`
+    /// with a batch of one.
     ///
     /// # Errors
     ///
     /// A [`CallError`] naming the plugin and why the call failed; see the module docs for
     /// what each failure does to the plugin.
     pub fn process_message(&self, message: &Message) -> Result<CallOutcome, CallError> {
-        self.call(Entry::Message(message))
+        self.call(Entry::Messages(&std::slice::from_ref(message)))
+            .map(|done| done.outcome)
+    }
+
+    /// Hands the guest several messages, in order. A `batch-filter` plugin takes them in
+    /// one call, each message bringing the limits of one call (fuel, deadline, output,
+    /// emits); a `filter` plugin takes them one call each.
+    ///
+    /// A message that fails without failing the call is listed in
+    /// [`BatchOutcome::failed`], and the others' emits are kept: the host cannot tell
+    /// which message of a batch emitted what.
+    ///
+    /// # Errors
+    ///
+    /// For a `batch-filter` plugin, a [`CallError`] when the call failed as a whole (a
+    /// trap, a limit, a fatal failure, a terminated plugin): every message of the batch
+    /// failed with it, and its emits are discarded. A `filter` plugin's messages are
+    /// separate calls: each failure is listed in [`BatchOutcome::failed`] and the next
+    /// message is still delivered, so it never returns an error.
+    pub fn process_messages<M: Borrow<Message>>(&self, messages: &[M]) -> Result<BatchOutcome, CallError> {
+        if messages.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        if self.batches() {
+            let done = self.call(Entry::Messages(&messages))?;
+            return Ok(BatchOutcome {
+                emitted: done.outcome.emitted,
+                logs: done.outcome.logs,
+                failed: done.failed,
+                calls: 1,
+            });
+        }
+        let mut all = BatchOutcome::default();
+        for (index, message) in messages.iter().enumerate() {
+            all.calls += 1;
+            match self.process_message(message.borrow()) {
+                Ok(outcome) => {
+                    all.emitted.extend(outcome.emitted);
+                    all.logs.extend(outcome.logs);
+                }
+                Err(error) => all.failed.push((index, error)),
+            }
+        }
+        Ok(all)
+    }
+
+    /// Whether the plugin takes messages in batches: it targets the `batch-filter`
+    /// world (its `process-batch`) rather than `filter` (its `process-message`).
+    pub fn batches(&self) -> bool {
+        self.batches
     }
 
     /// Calls the guest's `timer-event` with the time in nanoseconds since the Unix epoch.
@@ -231,10 +339,10 @@ impl Plugin {
     ///
     /// As [`Plugin::process_message`].
     pub fn timer_event(&self, now_ns: i64) -> Result<CallOutcome, CallError> {
-        self.call(Entry::Timer(now_ns))
+        self.call(Entry::Timer(now_ns)).map(|done| done.outcome)
     }
 
-    fn call(&self, entry: Entry<'_>) -> Result<CallOutcome, CallError> {
+    fn call(&self, entry: Entry<'_>) -> Result<Done, CallError> {
         let mut cell = lock(&self.cell);
         if cell.retired {
             return Err(CallError::Unloaded {
@@ -247,10 +355,17 @@ impl Plugin {
                 reason: reason.clone(),
             });
         }
-        let is_timer = matches!(entry, Entry::Timer(_));
-        // Timer events are rare: every one is timed. Messages are timed one in eight.
-        let timed = is_timer || cell.message_calls.is_multiple_of(crate::stats::TIMING_SAMPLE);
-        cell.message_calls += u64::from(!is_timer);
+        let messages = match entry {
+            Entry::Messages(messages) => messages.len() as u64,
+            Entry::Timer(_) => 0,
+        };
+        let is_timer = messages == 0;
+        // Timer events are rare: every one is timed. Messages are timed one in eight: a
+        // call is timed when it holds a message whose number is a multiple of eight.
+        let timed = is_timer
+            || cell.message_calls.next_multiple_of(crate::stats::TIMING_SAMPLE)
+                < cell.message_calls + messages;
+        cell.message_calls += messages;
         let started = timed.then(Instant::now);
         let mut restarted = false;
         let (result, facts) = self.run(&mut cell, entry, &mut restarted);
@@ -262,22 +377,50 @@ impl Plugin {
         } else {
             &mut stats.process_message
         };
-        entry_stats.record(took, result.is_err());
+        let failed = match &result {
+            Ok(done) => done.failed.len() as u64,
+            Err(_) => messages.max(1),
+        };
+        entry_stats.record(messages.max(1), took, failed);
         stats.instances += u64::from(restarted);
         stats.max_fuel_used = stats.max_fuel_used.max(facts.fuel_used);
         stats.max_output_bytes = stats.max_output_bytes.max(facts.output_used);
         stats.memory_bytes = facts.memory;
         stats.peak_memory_bytes = stats.peak_memory_bytes.max(facts.peak_memory);
+        let max = self.spec.limits.max_consecutive_failures.max(1);
         match &result {
-            Ok(_) => {
+            Ok(done) => {
                 stats.emitted += facts.emitted as u64;
-                cell.consecutive_failures = 0;
+                // Failures in a row, counted message by message through the batch, as
+                // if each message had been a call of its own.
+                let mut next = 0;
+                let mut too_many = None;
+                for (index, error) in &done.failed {
+                    if *index != next {
+                        cell.consecutive_failures = 0;
+                    }
+                    cell.consecutive_failures += 1;
+                    next = index + 1;
+                    tracing::warn!(plugin = self.name(), %error, "message {index} of a batch failed");
+                    stats.last_error = Some(error.to_string());
+                    if cell.consecutive_failures >= max && too_many.is_none() {
+                        too_many = Some(format!(
+                            "{} consecutive failed messages, the last: {error}",
+                            cell.consecutive_failures
+                        ));
+                    }
+                }
+                if next as u64 != messages.max(1) || done.failed.is_empty() {
+                    cell.consecutive_failures = 0;
+                }
+                if let Some(reason) = too_many {
+                    self.terminate(&mut cell, &mut stats, reason);
+                }
             }
             Err(error) => {
                 stats.discarded += facts.emitted as u64;
                 stats.last_error = Some(error.to_string());
                 cell.consecutive_failures += 1;
-                let max = self.spec.limits.max_consecutive_failures.max(1);
                 let reason = match error {
                     CallError::Fatal { .. } => Some(error.to_string()),
                     _ if cell.consecutive_failures >= max => Some(format!(
@@ -287,17 +430,83 @@ impl Plugin {
                     _ => None,
                 };
                 if let Some(reason) = reason {
-                    tracing::error!(plugin = self.name(), %reason, "plugin terminated");
-                    stats.terminations += 1;
-                    stats.memory_bytes = 0;
-                    cell.sandbox = None;
-                    cell.state = PluginState::Terminated { reason };
+                    self.terminate(&mut cell, &mut stats, reason);
                 } else {
                     tracing::warn!(plugin = self.name(), %error, "call failed");
                 }
             }
         }
         result
+    }
+
+    fn terminate(&self, cell: &mut Cell, stats: &mut Stats, reason: String) {
+        tracing::error!(plugin = self.name(), %reason, "plugin terminated");
+        stats.terminations += 1;
+        stats.memory_bytes = 0;
+        cell.sandbox = None;
+        cell.state = PluginState::Terminated { reason };
+    }
+
+    /// Moves the plugin to its optimised code once that is ready, at the first point
+    /// where nothing is lost (see the `tier` module). True when it made a new instance.
+    fn tier_up(&self, cell: &mut Cell) -> bool {
+        let Some(result) = cell.upgrade.as_ref().and_then(|upgrade| upgrade.result()) else {
+            return false;
+        };
+        cell.upgrade = None;
+        let plugin = self.name();
+        cell.code = match result {
+            Ok(code) => code,
+            Err(reason) => {
+                tracing::warn!(plugin, %reason, "no optimised code: the plugin stays on baseline code");
+                return false;
+            }
+        };
+        let Some(instance) = &mut cell.sandbox else {
+            cell.tier = Tier::Optimized;
+            return false;
+        };
+        if !instance.called {
+            // Nothing to keep: the next call starts an instance of the optimised code.
+            cell.sandbox = None;
+            cell.tier = Tier::Optimized;
+            return false;
+        }
+        let Some(funcs) = instance.sandbox.state else {
+            tracing::debug!(plugin, "optimised code ready: it serves from the next instance");
+            return false;
+        };
+        let saved = self.run_state_call(&mut instance.sandbox, |store| {
+            funcs.save.call(store, ()).map(|(r,)| r)
+        });
+        let moved = saved.and_then(|data| {
+            let mut fresh = self.spec.instantiate(&cell.code).map_err(|e| format!("{e:#}"))?;
+            let restore = fresh
+                .state
+                .ok_or("the optimised code does not export the state interface")?
+                .restore;
+            self.run_state_call(&mut fresh, |store| restore.call(store, (data,)).map(|(r,)| r))?;
+            Ok(fresh)
+        });
+        match moved {
+            Ok(fresh) => {
+                cell.sandbox = Some(Instance {
+                    sandbox: fresh,
+                    called: true,
+                });
+                cell.tier = Tier::Optimized;
+                tracing::debug!(plugin, "moved to optimised code, state handed over");
+                true
+            }
+            Err(reason) => {
+                tracing::warn!(
+                    plugin,
+                    %reason,
+                    "cannot hand the state over to optimised code: it serves from the next instance"
+                );
+                false
+            }
+        }
     }
 
     /// Runs one call on the plugin's instance, making a fresh one first if the last call
@@ -307,7 +516,7 @@ impl Plugin {
         cell: &mut Cell,
         entry: Entry<'_>,
         restarted: &mut bool,
-    ) -> (Result<CallOutcome, CallError>, Facts) {
+    ) -> (Result<Done, CallError>, Facts) {
         let mut facts = Facts {
             fuel_used: 0,
             output_used: 0,
@@ -316,11 +525,18 @@ impl Plugin {
             emitted: 0,
         };
         let plugin = || self.name().to_owned();
+        if cell.upgrade.is_some() && self.tier_up(cell) {
+            *restarted = true;
+        }
         if cell.sandbox.is_none() {
-            match self.spec.instantiate() {
+            match self.spec.instantiate(&cell.code) {
                 Ok(sandbox) => {
                     *restarted = true;
-                    cell.sandbox = Some(sandbox);
+                    cell.tier = cell.code.tier;
+                    cell.sandbox = Some(Instance {
+                        sandbox,
+                        called: false,
+                    });
                 }
                 Err(e) => {
                     let error = CallError::Restart {
@@ -331,15 +547,21 @@ impl Plugin {
                 }
             }
         }
-        let Sandbox { store, filter, .. } = cell.sandbox.as_mut().expect("instantiated above");
-        if let Err(e) = self.spec.arm(store) {
-            return (
-                Err(CallError::Host {
-                    plugin: plugin(),
-                    reason: format!("{e:#}"),
-                }),
-                facts,
-            );
+        let host_error = |reason: String| CallError::Host {
+            plugin: plugin(),
+            reason,
+        };
+        let Cell { sandbox, batch, .. } = cell;
+        let instance = sandbox.as_mut().expect("instantiated above");
+        instance.called = true;
+        let Sandbox { store, entries, .. } = &mut instance.sandbox;
+        let messages = match entry {
+            Entry::Messages(messages) => messages.len(),
+            Entry::Timer(_) => 1,
+        };
+        let scale = u32::try_from(messages).unwrap_or(u32::MAX);
+        if let Err(e) = self.spec.arm_for(store, scale) {
+            return (Err(host_error(format!("{e:#}"))), facts);
         }
         {
             let data = store.data_mut();
@@ -347,15 +569,47 @@ impl Plugin {
             data.emit_refused = false;
             data.limiter.refused = None;
         }
-        let result = match entry {
-            Entry::Message(message) => crate::current::lend(store, message, |store| {
-                filter.call_process_message(store, Resource::new_borrow(0))
-            }),
-            Entry::Timer(now_ns) => filter.call_timer_event(&mut *store, now_ns),
+        // Every entry point's answer as the failures it reports, by message.
+        let single = |r: wasmtime::Result<Result<(), Failure>>| {
+            r.map(|r| r.err().map(|f| (0, f)).into_iter().collect())
+        };
+        let result: wasmtime::Result<Vec<(u32, Failure)>> = match (entry, entries) {
+            (Entry::Messages(messages), Entries::Filter(filter)) => {
+                debug_assert_eq!(messages.len(), 1, "a filter plugin takes one message per call");
+                single(crate::current::lend(store, messages.get(0), |store| {
+                    filter.call_process_message(store, Resource::new_borrow(0))
+                }))
+            }
+            (Entry::Messages(messages), Entries::Batch { process, .. }) => {
+                // The guest's copy of the last batch is gone when its call returned; ours
+                // is shared with nobody now, and is refilled in place.
+                let Some(buffers) = Arc::get_mut(batch) else {
+                    unreachable!("a batch is shared only during its call")
+                };
+                if crate::batch::fill(buffers, messages).is_err() {
+                    self.spec.output.end();
+                    let error = host_error(format!(
+                        "{} messages do not fit one batch (over 4 GiB of text)",
+                        messages.len()
+                    ));
+                    return (Err(error), facts);
+                }
+                process
+                    .call(&mut *store, (batch.clone(),))
+                    .map(|(failures,)| failures.into_iter().map(|f| (f.index, f.failure)).collect())
+            }
+            (Entry::Timer(now_ns), Entries::Filter(filter)) => {
+                single(filter.call_timer_event(&mut *store, now_ns))
+            }
+            (Entry::Timer(now_ns), Entries::Batch { timer, .. }) => {
+                single(timer.call(&mut *store, (now_ns,)).map(|(r,)| r))
+            }
         };
         let output = self.spec.output.end();
-        facts.fuel_used = self.spec.limits.fuel - store.get_fuel().unwrap_or(0);
-        facts.output_used = output.used;
+        let n = messages as u64;
+        let fuel = self.spec.limits.fuel.saturating_mul(n);
+        facts.fuel_used = (fuel - store.get_fuel().unwrap_or(0)) / n;
+        facts.output_used = output.used / n;
         let data = store.data_mut();
         let emitted = std::mem::take(&mut data.emitted);
         facts.emitted = emitted.len();
@@ -370,22 +624,58 @@ impl Plugin {
             limit,
             detail,
         };
+        // What the budgets were, said for one call or for a batch.
+        let a_call = if n == 1 {
+            "a call".to_owned()
+        } else {
+            format!("a batch of {n} messages")
+        };
         let result = match result {
-            Ok(Ok(())) => Ok(CallOutcome {
-                emitted,
-                logs: output.lines,
+            Ok(failures) if failures.is_empty() => Ok(Done {
+                outcome: CallOutcome {
+                    emitted,
+                    logs: output.lines,
+                },
+                failed: Vec::new(),
             }),
-            Ok(Err(Failure::NonFatal(message))) => Err(CallError::Failed {
-                plugin: plugin(),
-                message,
-            }),
-            Ok(Err(Failure::Fatal(message))) => Err(CallError::Fatal {
-                plugin: plugin(),
-                message,
-            }),
+            Ok(failures) => {
+                let fatal = failures.iter().find(|(_, f)| matches!(f, Failure::Fatal(_)));
+                match (fatal, &failures[..]) {
+                    (Some((_, Failure::Fatal(message))), _) => Err(CallError::Fatal {
+                        plugin: plugin(),
+                        message: message.clone(),
+                    }),
+                    // One message that failed is a failed call.
+                    (_, [(_, Failure::NonFatal(message))]) if n == 1 => Err(CallError::Failed {
+                        plugin: plugin(),
+                        message: message.clone(),
+                    }),
+                    _ => Ok(Done {
+                        outcome: CallOutcome {
+                            emitted,
+                            logs: output.lines,
+                        },
+                        failed: failures
+                            .into_iter()
+                            .map(|(index, failure)| {
+                                let message = match failure {
+                                    Failure::NonFatal(message) | Failure::Fatal(message) => message,
+                                };
+                                (
+                                    index as usize,
+                                    CallError::Failed {
+                                        plugin: plugin(),
+                                        message,
+                                    },
+                                )
+                            })
+                            .collect(),
+                    }),
+                }
+            }
             Err(trap) => {
                 // The instance may not be entered again after a trap.
-                cell.sandbox = None;
+                *sandbox = None;
                 facts.memory = 0;
                 Err(if let Some(asked) = memory_refused {
                     limit(
@@ -399,21 +689,28 @@ impl Plugin {
                     limit(
                         Limit::Output,
                         format!(
-                            "a call may write {} bytes (logs, stdout, stderr and emitted messages)",
-                            limits.output_bytes
+                            "{a_call} may write {} bytes (logs, stdout, stderr and emitted messages)",
+                            limits.output_bytes.saturating_mul(n)
                         ),
                     )
                 } else if emit_refused {
-                    limit(Limit::Emits, format!("a call may emit {} messages", limits.emits))
+                    limit(
+                        Limit::Emits,
+                        format!(
+                            "{a_call} may emit {} messages",
+                            u64::from(limits.emits).saturating_mul(n)
+                        ),
+                    )
                 } else {
                     match trap.downcast_ref::<Trap>() {
                         Some(Trap::OutOfFuel) => {
                             facts.fuel_used = limits.fuel;
-                            limit(Limit::Fuel, format!("a call may use {} fuel", limits.fuel))
+                            limit(Limit::Fuel, format!("{a_call} may use {fuel} fuel"))
                         }
-                        Some(Trap::Interrupt) => {
-                            limit(Limit::Deadline, format!("a call may take {:?}", limits.deadline))
-                        }
+                        Some(Trap::Interrupt) => limit(
+                            Limit::Deadline,
+                            format!("{a_call} may take {:?}", limits.deadline.saturating_mul(scale)),
+                        ),
                         Some(&trap) => match panic_message(&output.stderr) {
                             Some(message) if trap == Trap::UnreachableCodeReached => CallError::Panic {
                                 plugin: plugin(),
@@ -468,12 +765,16 @@ impl Plugin {
     pub(crate) fn restore_state(&self, data: Vec<u8>) -> Result<(), String> {
         let mut cell = lock(&self.cell);
         let result = match cell.sandbox.as_mut() {
-            Some(sandbox) => match sandbox.state {
-                Some(funcs) => {
-                    self.run_state_call(sandbox, |store| funcs.restore.call(store, (data,)).map(|(r,)| r))
+            Some(instance) => {
+                // It holds state now: a move to optimised code must hand it over.
+                instance.called = true;
+                match instance.sandbox.state {
+                    Some(funcs) => self.run_state_call(&mut instance.sandbox, |store| {
+                        funcs.restore.call(store, (data,)).map(|(r,)| r)
+                    }),
+                    None => Err("the new version does not export the state interface".to_owned()),
                 }
-                None => Err("the new version does not export the state interface".to_owned()),
-            },
+            }
             None => Err("the new version has no instance".to_owned()),
         };
         if result.is_err() {
@@ -510,7 +811,7 @@ impl Retiring<'_> {
         if self.cell.state != PluginState::Running {
             return None;
         }
-        let sandbox = self.cell.sandbox.as_mut()?;
+        let sandbox = &mut self.cell.sandbox.as_mut()?.sandbox;
         let funcs = sandbox.state?;
         Some(
             self.plugin

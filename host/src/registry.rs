@@ -17,6 +17,7 @@
 //! of them does. A load that fails leaves the working version in place and records the
 //! error in the plugin's status.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -28,7 +29,7 @@ use crate::host::{Host, content_version};
 use crate::lock;
 use crate::message::Message;
 use crate::persist::RedbStore;
-use crate::plugin::{CallOutcome, Plugin, PluginState};
+use crate::plugin::{BatchOutcome, CallOutcome, Plugin, PluginState};
 use crate::sidecar::Sidecar;
 
 /// How often a call is retried after finding its plugin retired by a swap. One retry
@@ -294,11 +295,75 @@ impl Registry {
         self.call(name, |p| p.timer_event(now_ns))
     }
 
-    fn call(
+    /// Hands several messages, in order, to the version serving `name`: in one call
+    /// if it takes batches (see [`Plugin::process_messages`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::process_message`].
+    pub fn process_messages<M: Borrow<Message>>(
         &self,
         name: &str,
-        call: impl Fn(&Plugin) -> Result<CallOutcome, CallError>,
-    ) -> Result<CallOutcome, CallError> {
+        messages: &[M],
+    ) -> Result<BatchOutcome, CallError> {
+        let mut all = BatchOutcome::default();
+        let mut done = 0;
+        let mut retries = 0;
+        // A swap may come between two messages, or refuse a batch: what is left goes to
+        // the version serving the name then, a batch at a time or a message at a time.
+        while done < messages.len() {
+            let rest = &messages[done..];
+            let result = match self.get(name) {
+                None => Err(CallError::NotFound {
+                    plugin: name.to_owned(),
+                }),
+                Some(plugin) if plugin.batches() => plugin.process_messages(rest).map(|o| (o, rest.len())),
+                Some(plugin) => Ok(match plugin.process_message(rest[0].borrow()) {
+                    Ok(o) => (
+                        BatchOutcome {
+                            emitted: o.emitted,
+                            logs: o.logs,
+                            failed: Vec::new(),
+                            calls: 1,
+                        },
+                        1,
+                    ),
+                    Err(CallError::Unloaded { .. }) if retries < MAX_RETRIES => {
+                        retries += 1;
+                        continue;
+                    }
+                    Err(e) => (
+                        BatchOutcome {
+                            failed: vec![(0, e)],
+                            calls: 1,
+                            ..BatchOutcome::default()
+                        },
+                        1,
+                    ),
+                }),
+            };
+            match result {
+                Ok((outcome, taken)) => {
+                    all.emitted.extend(outcome.emitted);
+                    all.logs.extend(outcome.logs);
+                    all.calls += outcome.calls;
+                    all.failed
+                        .extend(outcome.failed.into_iter().map(|(i, e)| (done + i, e)));
+                    done += taken;
+                }
+                Err(CallError::Unloaded { .. }) if retries < MAX_RETRIES => retries += 1,
+                Err(e) if done == 0 => return Err(e),
+                // Part of the run went through: the rest failed with this error.
+                Err(e) => {
+                    all.failed.push((done, e));
+                    break;
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    fn call<R>(&self, name: &str, call: impl Fn(&Plugin) -> Result<R, CallError>) -> Result<R, CallError> {
         let mut result = Err(CallError::NotFound {
             plugin: name.to_owned(),
         });

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{ComponentExportIndex, ResourceTable, TypedFunc};
+use wasmtime::component::{ComponentExportIndex, InstancePre, ResourceTable, TypedFunc};
 use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -25,7 +25,9 @@ use crate::message::Message;
 use crate::output::{LogSource, Output};
 use crate::plugin::DirGrant;
 use crate::store::KvStore;
-use crate::world::{Filter, FilterIndices, FilterPre};
+use crate::tier::Code;
+use crate::world::bindings::corral::plugin::types::{Batch, BatchFailure, Failure};
+use crate::world::{self, Filter, FilterIndices};
 
 /// Bytes counted for one table element against the memory cap.
 const TABLE_ELEMENT_BYTES: usize = 8;
@@ -42,6 +44,8 @@ pub(crate) struct SandboxState {
     pub limits: Arc<Limits>,
     /// Messages emitted by the call in progress.
     pub emitted: Vec<Message>,
+    /// How many messages the call in progress may emit.
+    pub emit_cap: usize,
     /// Set when the call in progress tried to emit past the emit cap.
     pub emit_refused: bool,
     /// The message the call in progress was given, lent without a copy; the guest's
@@ -106,41 +110,78 @@ pub(crate) struct StateFuncs {
     pub restore: TypedFunc<(Vec<u8>,), (Result<(), String>,)>,
 }
 
+/// `batch-filter`'s entry point: the batch is shared, not moved, so that its buffers
+/// are refilled for the next call instead of allocated again.
+pub(crate) type ProcessBatch = TypedFunc<(Arc<Batch>,), (Vec<BatchFailure>,)>;
+type TimerEvent = TypedFunc<(i64,), (Result<(), Failure>,)>;
+
+/// An instance's entry points, by world.
+pub(crate) enum Entries {
+    /// `filter`: one message per call, read through the `message` resource.
+    Filter(Filter),
+    /// `batch-filter`: one or more messages per call, laid out in a [`Batch`].
+    Batch {
+        process: ProcessBatch,
+        timer: TimerEvent,
+    },
+}
+
 /// A live instance and its store.
 pub(crate) struct Sandbox {
     pub store: Store<SandboxState>,
-    pub filter: Filter,
+    pub entries: Entries,
     pub state: Option<StateFuncs>,
 }
 
 /// Where a plugin's exports are, found once at load so that a fresh instance does not
 /// look them up by name again.
 pub(crate) struct Exports {
-    filter: FilterIndices,
+    world: WorldExports,
     /// `state.save` and `state.restore`, when the plugin exports the interface.
     state: Option<(ComponentExportIndex, ComponentExportIndex)>,
 }
 
+enum WorldExports {
+    Filter(FilterIndices),
+    Batch {
+        process: ComponentExportIndex,
+        timer: ComponentExportIndex,
+    },
+}
+
 impl Exports {
-    /// The exports of `pre`'s component; an error when it exports the state interface
-    /// without both of its functions.
-    pub fn of(pre: &FilterPre<SandboxState>) -> wasmtime::Result<Exports> {
-        let component = pre.instance_pre().component();
+    /// The exports of `pre`'s component; an error when it lacks an entry point, or
+    /// exports the state interface without both of its functions.
+    pub fn of(pre: &InstancePre<SandboxState>) -> wasmtime::Result<Exports> {
+        let component = pre.component();
+        let export = |interface: Option<&ComponentExportIndex>, name: &str| {
+            component
+                .get_export_index(interface, name)
+                .ok_or_else(|| wasmtime::format_err!("no export `{name}`"))
+        };
         let state = match component.get_export_index(None, STATE_INTERFACE) {
             None => None,
             Some(interface) => {
                 let func = |name: &str| {
-                    component
-                        .get_export_index(Some(&interface), name)
-                        .ok_or_else(|| wasmtime::format_err!("`{STATE_INTERFACE}` does not export `{name}`"))
+                    export(Some(&interface), name)
+                        .map_err(|_| wasmtime::format_err!("`{STATE_INTERFACE}` does not export `{name}`"))
                 };
                 Some((func("save")?, func("restore")?))
             }
         };
-        Ok(Exports {
-            filter: FilterIndices::new(pre.instance_pre())?,
-            state,
-        })
+        let world = match component.get_export_index(None, world::PROCESS_BATCH) {
+            Some(process) => WorldExports::Batch {
+                process,
+                timer: export(None, world::TIMER_EVENT)?,
+            },
+            None => WorldExports::Filter(FilterIndices::new(pre)?),
+        };
+        Ok(Exports { world, state })
+    }
+
+    /// Whether the plugin takes messages in batches (the `batch-filter` world).
+    pub fn batches(&self) -> bool {
+        matches!(self.world, WorldExports::Batch { .. })
     }
 }
 
@@ -148,8 +189,6 @@ impl Exports {
 #[derive(Clone)]
 pub(crate) struct SandboxSpec {
     pub plugin: Arc<str>,
-    pub pre: FilterPre<SandboxState>,
-    pub exports: Arc<Exports>,
     pub limits: Arc<Limits>,
     pub config: Arc<BTreeMap<String, String>>,
     pub dirs: Arc<Vec<DirGrant>>,
@@ -161,7 +200,7 @@ pub(crate) struct SandboxSpec {
 impl SandboxSpec {
     /// A new instance in a new store. Its start-up runs under the same fuel, deadline
     /// and memory cap as a call, and what it prints is logged.
-    pub fn instantiate(&self) -> wasmtime::Result<Sandbox> {
+    pub fn instantiate(&self, code: &Code) -> wasmtime::Result<Sandbox> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(self.output.stream(LogSource::Stdout))
             .stderr(self.output.stream(LogSource::Stderr))
@@ -196,13 +235,14 @@ impl SandboxSpec {
             kv: self.kv.clone(),
             limits: self.limits.clone(),
             emitted: Vec::new(),
+            emit_cap: 0,
             emit_refused: false,
             message: Current::default(),
         };
-        let mut store = Store::new(self.pre.engine(), state);
+        let mut store = Store::new(code.pre.component().engine(), state);
         store.limiter(|s| &mut s.limiter);
         self.arm(&mut store)?;
-        let instance = self.pre.instance_pre().instantiate(&mut store);
+        let instance = code.pre.instantiate(&mut store);
         self.output.end();
         let instance = instance.map_err(|e| match store.data().limiter.refused {
             Some(asked) => wasmtime::format_err!(
@@ -218,21 +258,46 @@ impl SandboxSpec {
             }
             None => e,
         })?;
-        let filter = self.exports.filter.load(&mut store, &instance)?;
-        let state = match self.exports.state {
+        let entries = match &code.exports.world {
+            WorldExports::Filter(indices) => Entries::Filter(indices.load(&mut store, &instance)?),
+            WorldExports::Batch { process, timer } => Entries::Batch {
+                process: instance.get_typed_func(&mut store, process)?,
+                timer: instance.get_typed_func(&mut store, timer)?,
+            },
+        };
+        let state = match code.exports.state {
             Some((save, restore)) => Some(StateFuncs {
                 save: instance.get_typed_func(&mut store, save)?,
                 restore: instance.get_typed_func(&mut store, restore)?,
             }),
             None => None,
         };
-        Ok(Sandbox { store, filter, state })
+        Ok(Sandbox {
+            store,
+            entries,
+            state,
+        })
     }
 
     /// Refills fuel and sets the deadline for the next entry into the guest.
     pub fn arm(&self, store: &mut Store<SandboxState>) -> wasmtime::Result<()> {
-        store.set_fuel(self.limits.fuel)?;
-        store.set_epoch_deadline(deadline_ticks(self.limits.deadline, self.epoch_tick));
+        self.arm_for(store, 1)
+    }
+
+    /// Arms the store for a call carrying `messages` messages: each brings the budgets
+    /// of one call (fuel, deadline, output, emits).
+    pub fn arm_for(&self, store: &mut Store<SandboxState>, messages: u32) -> wasmtime::Result<()> {
+        let n = u64::from(messages.max(1));
+        store.set_fuel(self.limits.fuel.saturating_mul(n))?;
+        store.set_epoch_deadline(deadline_ticks(
+            self.limits.deadline.saturating_mul(messages.max(1)),
+            self.epoch_tick,
+        ));
+        store.data_mut().emit_cap =
+            usize::try_from(u64::from(self.limits.emits).saturating_mul(n)).unwrap_or(usize::MAX);
+        if n > 1 {
+            self.output.scale(n);
+        }
         Ok(())
     }
 }

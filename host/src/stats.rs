@@ -14,8 +14,8 @@ pub const TIMING_SAMPLE: u64 = 8;
 /// Counters for one entry point.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EntryStats {
-    /// Calls made, failed or not; calls refused because the plugin was terminated are
-    /// not counted.
+    /// Calls made, failed or not, a batch counting one per message; calls refused
+    /// because the plugin was terminated are not counted.
     pub calls: u64,
     /// Calls that failed, for any reason.
     pub failures: u64,
@@ -38,14 +38,20 @@ impl EntryStats {
         }
     }
 
-    /// Counts a call, with its duration when it was timed.
-    pub(crate) fn record(&mut self, took: Option<Duration>, failed: bool) {
-        self.calls += 1;
-        self.failures += u64::from(failed);
+    /// Counts a call of `messages` messages (1 for a plain call), `failed` of them
+    /// failed, with its duration when it was timed. A batch counts as that many calls,
+    /// each taking the batch's mean.
+    pub(crate) fn record(&mut self, messages: u64, took: Option<Duration>, failed: u64) {
+        self.calls += messages;
+        self.failures += failed;
         if let Some(took) = took {
-            self.timed += 1;
+            self.timed += messages;
             self.total_duration += took;
-            self.max_duration = self.max_duration.max(took);
+            let each = match u32::try_from(messages) {
+                Ok(n) if n > 1 => took / n,
+                _ => took,
+            };
+            self.max_duration = self.max_duration.max(each);
         }
     }
 }

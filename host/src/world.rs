@@ -11,10 +11,10 @@
 
 use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 
 use crate::error::{LoadError, Mismatch};
-use crate::sandbox::SandboxState;
+use crate::sandbox::{Exports, SandboxState};
 
 /// Bindings generated from `wit/`, the single source of truth for the contract.
 pub(crate) mod bindings {
@@ -25,20 +25,27 @@ pub(crate) mod bindings {
     });
 }
 
-pub(crate) use bindings::{Filter, FilterIndices, FilterPre};
+pub(crate) use bindings::{Filter, FilterIndices};
 
 /// The version of `corral:plugin` this host provides.
 pub const PLUGIN_PACKAGE_VERSION: &str = "0.1.0";
 /// The WASI version this host provides; 0.2 guests of an older patch release link too.
 pub const WASI_VERSION: &str = "0.2.12";
 
-const EXPORTS: [&str; 2] = ["process-message", "timer-event"];
+/// The entry point of the `filter` world, and of the `batch-filter` world: a plugin
+/// exports one of them (the batch one wins if it exports both).
+pub(crate) const PROCESS_MESSAGE: &str = "process-message";
+pub(crate) const PROCESS_BATCH: &str = "process-batch";
+/// The entry point every world has.
+pub(crate) const TIMER_EVENT: &str = "timer-event";
 const CORRAL_INTERFACES: [&str; 5] = ["types", "log", "config", "store", "emit"];
 const WASI_PACKAGES: [&str; 6] = ["io", "clocks", "random", "cli", "filesystem", "sockets"];
 
 /// What a component that fits the world imports and exports, for `corral check`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorldReport {
+    /// The world it fits, e.g. `corral:plugin/batch-filter@0.1.0`.
+    pub world: String,
     /// Every interface and function the component imports, as it spells them (type
     /// imports, which a world's `use` adds, are left out).
     pub imports: Vec<String>,
@@ -46,19 +53,29 @@ pub struct WorldReport {
     pub exports: Vec<String>,
 }
 
-/// Checks `component` against the world and links it: the pre-instantiated plugin and
-/// its report, or every mismatch found.
+/// Checks `component` against the world (`filter` or `batch-filter`, and their stateful
+/// forms) and links it: the pre-instantiated plugin and its report, or every mismatch
+/// found.
 pub(crate) fn link(
     plugin: &str,
     engine: &Engine,
     linker: &Linker<SandboxState>,
     component: &Component,
-) -> Result<(FilterPre<SandboxState>, WorldReport), LoadError> {
+) -> Result<(InstancePre<SandboxState>, Exports, WorldReport), LoadError> {
     let ty = component.component_type();
     // A world's `use` shows up as a type import of the used name (`message`); those are
     // type-checked by the linker below. Interfaces and functions are judged by name.
     let is_type = |item: &ComponentItem| matches!(item, ComponentItem::Type(_) | ComponentItem::Resource(_));
+    let batches = ty.get_export(engine, PROCESS_BATCH).is_some();
+    let stateful = ty.get_export(engine, crate::sandbox::STATE_INTERFACE).is_some();
+    let world = match (batches, stateful) {
+        (false, false) => "filter",
+        (false, true) => "stateful-filter",
+        (true, false) => "batch-filter",
+        (true, true) => "stateful-batch-filter",
+    };
     let report = WorldReport {
+        world: format!("corral:plugin/{world}@{PLUGIN_PACKAGE_VERSION}"),
         imports: ty
             .imports(engine)
             .filter(|(_, e)| !is_type(&e.ty))
@@ -75,7 +92,10 @@ pub(crate) fn link(
         .iter()
         .filter_map(|name| check_import(name))
         .collect();
-    for name in EXPORTS {
+    // A plugin without either entry point is told about `process-message`, the entry of
+    // the world every language can target.
+    let entry = if batches { PROCESS_BATCH } else { PROCESS_MESSAGE };
+    for name in [entry, TIMER_EVENT] {
         match ty.get_export(engine, name).map(|e| e.ty) {
             None => problems.push(Mismatch::MissingExport { name: name.into() }),
             Some(ComponentItem::ComponentFunc(_)) => {}
@@ -98,8 +118,8 @@ pub(crate) fn link(
         }])
     };
     let pre = linker.instantiate_pre(component).map_err(type_error)?;
-    let pre = FilterPre::new(pre).map_err(type_error)?;
-    Ok((pre, report))
+    let exports = Exports::of(&pre).map_err(type_error)?;
+    Ok((pre, exports, report))
 }
 
 /// The problem with one import name, if any.

@@ -31,12 +31,22 @@ fn check_prints_exports_and_imports_of_a_fitting_plugin() {
     let out = corral(&["check", guests::HELLO]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(stdout.contains("fits corral:plugin/filter@0.1.0"), "{stdout}");
     assert!(
-        stdout.contains("  process-message\n") && stdout.contains("  timer-event\n"),
+        stdout.contains("fits corral:plugin/batch-filter@0.1.0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  process-batch\n") && stdout.contains("  timer-event\n"),
         "{stdout}"
     );
     assert!(stdout.contains("  corral:plugin/emit@0.1.0\n"), "{stdout}");
+
+    let out = corral(&["check", guests::ECHO]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("fits corral:plugin/filter@0.1.0"), "{stdout}");
+    assert!(stdout.contains("  process-message\n"), "{stdout}");
+    let out = corral(&["check", guests::SWAP_A]);
+    assert!(text(&out.stdout).contains("fits corral:plugin/stateful-filter@0.1.0"));
 }
 
 #[test]

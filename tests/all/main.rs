@@ -6,6 +6,10 @@ mod support;
 
 // The WIT contract end to end: greeting, counting in the store, config, message access.
 mod contract;
+// The baseline tier: serving from Winch's code at once, moving to Cranelift's.
+mod tier;
+// The batch-filter world: a batch read in the guest, failures by index, the pipeline.
+mod batch;
 // Fuel, memory, deadline, output and emit caps, each ending in its typed error.
 mod limits;
 // Panics and traps: surfaced with their message, and a fresh instance afterwards.

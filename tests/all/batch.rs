@@ -1,0 +1,312 @@
+//! The `batch-filter` world: messages laid out in a batch, read in the guest's memory,
+//! failures by index, limits per message, and the pipeline batching what queued up.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use corral::{
+    CallError, Field, Limit, Limits, Message, Pipeline, PluginOptions, PluginState, Registry, Value,
+};
+use corral_test_guests as guests;
+
+use crate::support::{host, load, load_as, message};
+
+/// A message with every kind of field.
+fn rich(payload: &str) -> Message {
+    Message {
+        timestamp: 1_700_000_000_123_456_789,
+        logger: "nginx".into(),
+        severity: 3,
+        payload: payload.into(),
+        fields: vec![
+            Field {
+                name: "path".into(),
+                value: Value::String("/ü".into()),
+            },
+            Field {
+                name: "raw".into(),
+                value: Value::Bytes(vec![0, 1, 255]),
+            },
+            Field {
+                name: "status".into(),
+                value: Value::Int(-404),
+            },
+            Field {
+                name: "ratio".into(),
+                value: Value::Float(0.25),
+            },
+            Field {
+                name: "cached".into(),
+                value: Value::Bool(true),
+            },
+            Field {
+                name: "path".into(),
+                value: Value::String("second".into()),
+            },
+        ],
+        ..Message::new("access")
+    }
+}
+
+/// What `batch-probe` echoes for `m`: its headers as fields, then its own fields.
+fn echoed(m: &Message) -> Vec<Field> {
+    let mut fields = Message::new("")
+        .with_field("type", Value::String(m.type_.clone()))
+        .with_field("logger", Value::String(m.logger.clone()))
+        .with_field("severity", Value::Int(m.severity.into()))
+        .with_field("timestamp", Value::Int(m.timestamp))
+        .fields;
+    fields.extend(m.fields.iter().cloned());
+    fields
+}
+
+#[test]
+fn a_batch_plugin_reads_every_header_and_field_in_its_own_memory() {
+    let probe = load("batch-reads", guests::BATCH_PROBE);
+    assert!(probe.batches());
+    let one = rich("one");
+    let emitted = probe.process_message(&one).unwrap().emitted;
+    assert_eq!(emitted.len(), 1);
+    assert_eq!(emitted[0].type_, "probe.seen");
+    assert_eq!(emitted[0].payload, "one");
+    assert_eq!(emitted[0].fields, echoed(&one));
+
+    let run = [rich("a"), message("empty", ""), rich("c")];
+    let outcome = probe.process_messages(&run).unwrap();
+    assert!(outcome.failed.is_empty());
+    let payloads: Vec<_> = outcome.emitted.iter().map(|m| m.payload.as_str()).collect();
+    assert_eq!(payloads, ["a", "", "c"], "in order");
+    for (out, sent) in outcome.emitted.iter().zip(&run) {
+        assert_eq!(out.fields, echoed(sent));
+    }
+    assert_eq!(
+        probe.stats().process_message.calls,
+        4,
+        "a batch counts its messages"
+    );
+}
+
+#[test]
+fn failures_in_a_batch_are_reported_by_index_and_the_rest_is_processed() {
+    let probe = load("batch-failures", guests::BATCH_PROBE);
+    let run = [
+        message("ok", ""),
+        Message {
+            payload: "x".into(),
+            ..message("fail", "")
+        },
+        message("ok", ""),
+        Message {
+            payload: "y".into(),
+            ..message("fail", "")
+        },
+    ];
+    let outcome = probe.process_messages(&run).unwrap();
+    let failed: Vec<_> = outcome
+        .failed
+        .iter()
+        .map(|(i, e)| match e {
+            CallError::Failed { message, .. } => (*i, message.as_str()),
+            other => panic!("expected a failure, got {other}"),
+        })
+        .collect();
+    assert_eq!(failed, [(1, "failed x"), (3, "failed y")]);
+    assert_eq!(outcome.emitted.len(), 2, "the other messages' emits are kept");
+    let stats = probe.stats();
+    assert_eq!(
+        (stats.process_message.calls, stats.process_message.failures),
+        (4, 2)
+    );
+    assert_eq!(probe.state(), PluginState::Running);
+
+    // A batch of one that fails is a failed call, as through `process-message`.
+    let error = probe.process_message(&message("fail", "")).unwrap_err();
+    assert!(matches!(error, CallError::Failed { .. }), "{error}");
+}
+
+#[test]
+fn failures_in_a_row_within_a_batch_terminate_the_plugin_as_calls_would() {
+    let probe = load("batch-in-a-row", guests::BATCH_PROBE);
+    let max = Limits::default().max_consecutive_failures as usize;
+    let mut run: Vec<Message> = (0..max).map(|_| message("fail", "")).collect();
+    run.push(message("ok", ""));
+    let outcome = probe.process_messages(&run).unwrap();
+    assert_eq!(outcome.failed.len(), max);
+    assert!(
+        matches!(probe.state(), PluginState::Terminated { reason }
+            if reason.starts_with(&format!("{max} consecutive failed messages"))),
+        "{:?}",
+        probe.state()
+    );
+}
+
+#[test]
+fn a_fatal_failure_stops_the_batch_and_terminates_the_plugin() {
+    let probe = load("batch-fatal", guests::BATCH_PROBE);
+    let run = [
+        message("ok", ""),
+        Message {
+            payload: "why".into(),
+            ..message("fatal", "")
+        },
+        message("ok", ""),
+    ];
+    let error = probe.process_messages(&run).unwrap_err();
+    assert!(
+        matches!(&error, CallError::Fatal { message, .. } if message == "fatal why"),
+        "{error}"
+    );
+    assert!(matches!(probe.state(), PluginState::Terminated { .. }));
+    let stats = probe.stats();
+    assert_eq!(
+        stats.discarded, 1,
+        "the first message's emit is discarded with the call"
+    );
+    assert_eq!(stats.process_message.failures, 3);
+}
+
+#[test]
+fn a_trap_fails_the_whole_batch_and_the_next_batch_gets_a_fresh_instance() {
+    let probe = load("batch-trap", guests::BATCH_PROBE);
+    let run = [message("ok", ""), message("trap", ""), message("ok", "")];
+    let error = probe.process_messages(&run).unwrap_err();
+    assert!(
+        matches!(error, CallError::Panic { .. } | CallError::Trap { .. }),
+        "{error}"
+    );
+    let outcome = probe.process_messages(&run[..1]).unwrap();
+    assert_eq!(outcome.emitted.len(), 1);
+    let stats = probe.stats();
+    assert_eq!(stats.instances, 2);
+    assert_eq!(stats.discarded, 1);
+}
+
+#[test]
+fn each_message_of_a_batch_brings_the_limits_of_one_call() {
+    // One emit per call: a batch of three may emit three.
+    let limits = Limits {
+        emits: 1,
+        ..Limits::default()
+    };
+    let probe = load_as(
+        "batch-emits",
+        guests::BATCH_PROBE,
+        PluginOptions::with_limits(limits),
+    );
+    let run = [message("a", ""), message("b", ""), message("c", "")];
+    assert_eq!(probe.process_messages(&run).unwrap().emitted.len(), 3);
+
+    // A loop still ends at the fuel limit, which the error gives for the whole batch.
+    let limits = Limits {
+        fuel: 2_000_000,
+        ..Limits::default()
+    };
+    let probe = load_as(
+        "batch-fuel",
+        guests::BATCH_PROBE,
+        PluginOptions::with_limits(limits),
+    );
+    let error = probe
+        .process_messages(&[message("ok", ""), message("loop", "")])
+        .unwrap_err();
+    match error {
+        CallError::Limit {
+            limit: Limit::Fuel,
+            detail,
+            ..
+        } => assert_eq!(detail, "a batch of 2 messages may use 4000000 fuel"),
+        other => panic!("expected the fuel limit, got {other}"),
+    }
+}
+
+#[test]
+fn a_filter_plugin_takes_a_run_of_messages_one_call_each() {
+    let echo = load("batch-filter-echo", guests::ECHO);
+    assert!(!echo.batches());
+    let run = [message("a", ""), message("b", "")];
+    let outcome = echo.process_messages(&run).unwrap();
+    assert!(outcome.failed.is_empty());
+    assert_eq!(echo.stats().process_message.calls, 2);
+
+    let fails = load("batch-filter-fails", guests::FAILS);
+    let outcome = fails.process_messages(&run).unwrap();
+    let indices: Vec<_> = outcome.failed.iter().map(|(i, _)| *i).collect();
+    assert_eq!(indices, [0, 1]);
+}
+
+/// A writer the test can read back.
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_pipeline_hands_a_plugin_that_fell_behind_what_queued_up_in_batches() {
+    const MESSAGES: usize = 200;
+    let registry = Registry::new(host().clone());
+    let sink = Sink::default();
+    let pipeline = Pipeline::start(registry.clone(), Box::new(sink.clone()), 1024);
+    let bytes = std::fs::read(guests::BATCH_PROBE).unwrap();
+    registry
+        .install(
+            "batch-pipeline",
+            &bytes,
+            corral::Sidecar::parse("[matcher]\nall = true").unwrap(),
+        )
+        .unwrap();
+    let worker = Instant::now() + Duration::from_secs(10);
+    while pipeline.queue("batch-pipeline").is_none() {
+        assert!(Instant::now() < worker, "no worker for the plugin");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // A slow first message: the others queue up behind it.
+    let slow = Message {
+        payload: "slow".into(),
+        ..message("wait", "")
+    }
+    .with_field("ms", Value::Int(200));
+    pipeline.route(slow);
+    for i in 0..MESSAGES {
+        let m = Message {
+            payload: i.to_string(),
+            ..message("ok", "")
+        };
+        assert_eq!(pipeline.route(m), 1);
+    }
+    let queue = pipeline.queue("batch-pipeline").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue.processed.load(std::sync::atomic::Ordering::Relaxed) < (MESSAGES + 1) as u64 {
+        assert!(Instant::now() < deadline, "the messages were not all processed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pipeline.shutdown();
+
+    let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    let payloads: Vec<String> = out
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|m| m["type"] == "probe.seen")
+        .map(|m| m["payload"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = std::iter::once("slow".to_owned())
+        .chain((0..MESSAGES).map(|i| i.to_string()))
+        .collect();
+    assert_eq!(payloads, expected, "every message, in order");
+    let calls = queue.calls.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        calls <= 1 + MESSAGES.div_ceil(corral::MAX_BATCH) as u64 + 2,
+        "{calls} calls for {} messages: the queue was not batched",
+        MESSAGES + 1
+    );
+}
