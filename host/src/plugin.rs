@@ -16,6 +16,15 @@
 //! A call is all or nothing for its output: the messages a failed call emitted are
 //! discarded (and counted in [`Stats::discarded`]), so a caller never acts on half a
 //! call's work.
+//!
+//! A `batch-filter` plugin takes one or more messages per call
+//! ([`Plugin::process_messages`]); each message brings the budgets of one call, and the
+//! rules above apply message by message where the guest reports them (a non-fatal
+//! failure is listed by index, failures in a row count per message) and to the whole
+//! batch where it cannot (a trap or a limit fails every message of it).
+//!
+//! A plugin new to a host with the baseline tier starts on Winch's code and moves to
+//! Cranelift's where nothing is lost (see the `tier` module).
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;

@@ -65,7 +65,8 @@ pub struct Stats {
     pub timer_event: EntryStats,
     /// Times the plugin was terminated (0 or 1 for one loaded plugin).
     pub terminations: u64,
-    /// Instances created: 1 at load, plus one after each trap.
+    /// Instances created: 1 at load, plus one after each trap and one when the plugin
+    /// moves from baseline to optimised code in a new instance.
     pub instances: u64,
     /// The most fuel one call used.
     pub max_fuel_used: u64,
