@@ -5,24 +5,9 @@
 //! with the sum, the number seen and a field per type. A message of type `bench.trap`
 //! traps, for the fresh-instance benchmark.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
+use corral_guest::{Failure, FieldValue, MessageView, Plugin};
 
-use corral_guest::{Failure, FieldValue, MessageView, OutMessage, Plugin, Value};
-
-/// Every this many messages, a summary.
-const SUMMARY_EVERY: u64 = 1_000;
-
-#[derive(Default)]
-struct Totals {
-    sum: i64,
-    seen: u64,
-    per_type: BTreeMap<String, i64>,
-}
-
-thread_local! {
-    static TOTALS: RefCell<Totals> = RefCell::default();
-}
+include!("../../bench-filter/src/totals.rs");
 
 struct BenchBatch;
 
@@ -37,26 +22,7 @@ impl Plugin for BenchBatch {
         if type_ == "bench.trap" {
             std::process::abort();
         }
-        TOTALS.with_borrow_mut(|totals| {
-            totals.sum += value;
-            totals.seen += 1;
-            // A type already counted costs no allocation.
-            match totals.per_type.get_mut(type_) {
-                Some(count) => *count += 1,
-                None => {
-                    totals.per_type.insert(type_.to_owned(), 1);
-                }
-            }
-            if totals.seen.is_multiple_of(SUMMARY_EVERY) {
-                let mut summary = OutMessage::new("bench.summary")
-                    .field("sum", Value::Int(totals.sum))
-                    .field("seen", Value::Int(totals.seen as i64));
-                for (type_, count) in &totals.per_type {
-                    summary = summary.field(type_.as_str(), Value::Int(*count));
-                }
-                corral_guest::emit(&summary);
-            }
-        });
+        count(type_, value);
         Ok(())
     }
 }

@@ -4,24 +4,9 @@
 //! `host/benches/dispatch.rs` runs the same logic natively, in Lua, and through this
 //! guest. A message of type `bench.trap` traps, for the fresh-instance benchmark.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
+use corral_guest::{Failure, Guest, Message, Value};
 
-use corral_guest::{Failure, Guest, Message, OutMessage, Value};
-
-/// Every this many messages, a summary.
-const SUMMARY_EVERY: u64 = 1_000;
-
-#[derive(Default)]
-struct Totals {
-    sum: i64,
-    seen: u64,
-    per_type: BTreeMap<String, i64>,
-}
-
-thread_local! {
-    static TOTALS: RefCell<Totals> = RefCell::default();
-}
+include!("totals.rs");
 
 struct BenchFilter;
 
@@ -36,25 +21,7 @@ impl Guest for BenchFilter {
         if type_ == "bench.trap" {
             std::process::abort();
         }
-        TOTALS.with_borrow_mut(|totals| {
-            totals.sum += value;
-            totals.seen += 1;
-            match totals.per_type.get_mut(&type_) {
-                Some(count) => *count += 1,
-                None => {
-                    totals.per_type.insert(type_, 1);
-                }
-            }
-            if totals.seen.is_multiple_of(SUMMARY_EVERY) {
-                let mut summary = OutMessage::new("bench.summary")
-                    .field("sum", Value::Int(totals.sum))
-                    .field("seen", Value::Int(totals.seen as i64));
-                for (type_, count) in &totals.per_type {
-                    summary = summary.field(type_.as_str(), Value::Int(*count));
-                }
-                corral_guest::emit(&summary);
-            }
-        });
+        count(&type_, value);
         Ok(())
     }
 
