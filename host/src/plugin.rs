@@ -143,8 +143,6 @@ struct Cell {
     sandbox: Option<Instance>,
     /// What new instances are made from.
     code: Code,
-    /// The tier of the instance serving, or of the next one when there is none.
-    tier: Tier,
     /// Optimised code on its way, while `code` is baseline code.
     upgrade: Option<Arc<Upgrade>>,
     /// The buffers of the next batch, refilled for each `batch-filter` call.
@@ -177,6 +175,8 @@ enum Entry<'a> {
 /// A live sandbox and what it has run.
 struct Instance {
     sandbox: Sandbox,
+    /// The code it runs: `Cell::code` when it was made, which may have moved on.
+    tier: Tier,
     /// Whether it has been entered since it started: until then it holds no state.
     called: bool,
 }
@@ -221,9 +221,9 @@ impl Plugin {
                 ..Stats::default()
             }),
             cell: Mutex::new(Cell {
-                tier: code.tier,
                 sandbox: Some(Instance {
                     sandbox,
+                    tier: code.tier,
                     called: false,
                 }),
                 code,
@@ -244,7 +244,10 @@ impl Plugin {
     /// new to the host, until the optimised code is ready and can take over (see
     /// [`crate::HostBuilder::baseline`]).
     pub fn tier(&self) -> Tier {
-        lock(&self.cell).tier
+        let cell = lock(&self.cell);
+        cell.sandbox
+            .as_ref()
+            .map_or(cell.code.tier, |instance| instance.tier)
     }
 
     /// The plugin's name, which is also its store namespace.
@@ -308,7 +311,9 @@ impl Plugin {
     /// trap, a limit, a fatal failure, a terminated plugin): every message of the batch
     /// failed with it, and its emits are discarded. A `filter` plugin's messages are
     /// separate calls: each failure is listed in [`BatchOutcome::failed`] and the next
-    /// message is still delivered, so it never returns an error.
+    /// message is still delivered, so it never returns an error — except that once the
+    /// plugin is replaced or unloaded, the first message it refuses is listed with
+    /// [`CallError::Unloaded`] and the rest are not tried.
     pub fn process_messages<M: Borrow<Message>>(&self, messages: &[M]) -> Result<BatchOutcome, CallError> {
         if messages.is_empty() {
             return Ok(BatchOutcome::default());
@@ -324,14 +329,20 @@ impl Plugin {
         }
         let mut all = BatchOutcome::default();
         for (index, message) in messages.iter().enumerate() {
-            all.calls += 1;
             match self.process_message(message.borrow()) {
                 Ok(outcome) => {
                     all.emitted.extend(outcome.emitted);
                     all.logs.extend(outcome.logs);
                 }
+                // Replaced or unloaded: it refuses the rest, which a registry hands to
+                // the version serving the name now.
+                Err(error @ CallError::Unloaded { .. }) => {
+                    all.failed.push((index, error));
+                    break;
+                }
                 Err(error) => all.failed.push((index, error)),
             }
+            all.calls += 1;
         }
         Ok(all)
     }
@@ -472,13 +483,11 @@ impl Plugin {
             }
         };
         let Some(instance) = &mut cell.sandbox else {
-            cell.tier = Tier::Optimized;
             return false;
         };
         if !instance.called {
             // Nothing to keep: the next call starts an instance of the optimised code.
             cell.sandbox = None;
-            cell.tier = Tier::Optimized;
             return false;
         }
         let Some(funcs) = instance.sandbox.state else {
@@ -501,9 +510,9 @@ impl Plugin {
             Ok(fresh) => {
                 cell.sandbox = Some(Instance {
                     sandbox: fresh,
+                    tier: cell.code.tier,
                     called: true,
                 });
-                cell.tier = Tier::Optimized;
                 tracing::debug!(plugin, "moved to optimised code, state handed over");
                 true
             }
@@ -541,9 +550,9 @@ impl Plugin {
             match self.spec.instantiate(&cell.code) {
                 Ok(sandbox) => {
                     *restarted = true;
-                    cell.tier = cell.code.tier;
                     cell.sandbox = Some(Instance {
                         sandbox,
+                        tier: cell.code.tier,
                         called: false,
                     });
                 }
@@ -633,11 +642,14 @@ impl Plugin {
             limit,
             detail,
         };
-        // What the budgets were, said for one call or for a batch.
-        let a_call = if n == 1 {
-            "a call".to_owned()
-        } else {
-            format!("a batch of {n} messages")
+        // What the budgets were, said for one call or for a batch (only on a failure:
+        // not worth a string on every call).
+        let a_call = || {
+            if n == 1 {
+                "a call".to_owned()
+            } else {
+                format!("a batch of {n} messages")
+            }
         };
         let result = match result {
             Ok(failures) if failures.is_empty() => Ok(Done {
@@ -698,7 +710,8 @@ impl Plugin {
                     limit(
                         Limit::Output,
                         format!(
-                            "{a_call} may write {} bytes (logs, stdout, stderr and emitted messages)",
+                            "{} may write {} bytes (logs, stdout, stderr and emitted messages)",
+                            a_call(),
                             limits.output_bytes.saturating_mul(n)
                         ),
                     )
@@ -706,7 +719,8 @@ impl Plugin {
                     limit(
                         Limit::Emits,
                         format!(
-                            "{a_call} may emit {} messages",
+                            "{} may emit {} messages",
+                            a_call(),
                             u64::from(limits.emits).saturating_mul(n)
                         ),
                     )
@@ -714,11 +728,15 @@ impl Plugin {
                     match trap.downcast_ref::<Trap>() {
                         Some(Trap::OutOfFuel) => {
                             facts.fuel_used = limits.fuel;
-                            limit(Limit::Fuel, format!("{a_call} may use {fuel} fuel"))
+                            limit(Limit::Fuel, format!("{} may use {fuel} fuel", a_call()))
                         }
                         Some(Trap::Interrupt) => limit(
                             Limit::Deadline,
-                            format!("{a_call} may take {:?}", limits.deadline.saturating_mul(scale)),
+                            format!(
+                                "{} may take {:?}",
+                                a_call(),
+                                limits.deadline.saturating_mul(scale)
+                            ),
                         ),
                         Some(&trap) => match panic_message(&output.stderr) {
                             Some(message) if trap == Trap::UnreachableCodeReached => CallError::Panic {

@@ -310,40 +310,25 @@ impl Registry {
         let mut done = 0;
         let mut retries = 0;
         // A swap may come between two messages, or refuse a batch: what is left goes to
-        // the version serving the name then, a batch at a time or a message at a time.
+        // the version serving the name then.
         while done < messages.len() {
             let rest = &messages[done..];
             let result = match self.get(name) {
+                Some(plugin) => plugin.process_messages(rest),
                 None => Err(CallError::NotFound {
                     plugin: name.to_owned(),
                 }),
-                Some(plugin) if plugin.batches() => plugin.process_messages(rest).map(|o| (o, rest.len())),
-                Some(plugin) => Ok(match plugin.process_message(rest[0].borrow()) {
-                    Ok(o) => (
-                        BatchOutcome {
-                            emitted: o.emitted,
-                            logs: o.logs,
-                            failed: Vec::new(),
-                            calls: 1,
-                        },
-                        1,
-                    ),
-                    Err(CallError::Unloaded { .. }) if retries < MAX_RETRIES => {
-                        retries += 1;
-                        continue;
-                    }
-                    Err(e) => (
-                        BatchOutcome {
-                            failed: vec![(0, e)],
-                            calls: 1,
-                            ..BatchOutcome::default()
-                        },
-                        1,
-                    ),
-                }),
             };
             match result {
-                Ok((outcome, taken)) => {
+                Ok(mut outcome) => {
+                    let mut taken = rest.len();
+                    if let Some((index, CallError::Unloaded { .. })) = outcome.failed.last()
+                        && retries < MAX_RETRIES
+                    {
+                        taken = *index;
+                        outcome.failed.pop();
+                        retries += 1;
+                    }
                     all.emitted.extend(outcome.emitted);
                     all.logs.extend(outcome.logs);
                     all.calls += outcome.calls;

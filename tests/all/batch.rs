@@ -49,6 +49,14 @@ fn rich(payload: &str) -> Message {
     }
 }
 
+/// A message of type `type_` (what `batch-probe` does with it) with `payload`.
+fn with_payload(type_: &str, payload: &str) -> Message {
+    Message {
+        payload: payload.into(),
+        ..message(type_, "")
+    }
+}
+
 /// What `batch-probe` echoes for `m`: its headers as fields, then its own fields.
 fn echoed(m: &Message) -> Vec<Field> {
     let mut fields = Message::new("")
@@ -92,15 +100,9 @@ fn failures_in_a_batch_are_reported_by_index_and_the_rest_is_processed() {
     let probe = load("batch-failures", guests::BATCH_PROBE);
     let run = [
         message("ok", ""),
-        Message {
-            payload: "x".into(),
-            ..message("fail", "")
-        },
+        with_payload("fail", "x"),
         message("ok", ""),
-        Message {
-            payload: "y".into(),
-            ..message("fail", "")
-        },
+        with_payload("fail", "y"),
     ];
     let outcome = probe.process_messages(&run).unwrap();
     let failed: Vec<_> = outcome
@@ -144,14 +146,7 @@ fn failures_in_a_row_within_a_batch_terminate_the_plugin_as_calls_would() {
 #[test]
 fn a_fatal_failure_stops_the_batch_and_terminates_the_plugin() {
     let probe = load("batch-fatal", guests::BATCH_PROBE);
-    let run = [
-        message("ok", ""),
-        Message {
-            payload: "why".into(),
-            ..message("fatal", "")
-        },
-        message("ok", ""),
-    ];
+    let run = [message("ok", ""), with_payload("fatal", "why"), message("ok", "")];
     let error = probe.process_messages(&run).unwrap_err();
     assert!(
         matches!(&error, CallError::Fatal { message, .. } if message == "fatal why"),
@@ -196,6 +191,25 @@ fn each_message_of_a_batch_brings_the_limits_of_one_call() {
     );
     let run = [message("a", ""), message("b", ""), message("c", "")];
     assert_eq!(probe.process_messages(&run).unwrap().emitted.len(), 3);
+
+    // Fuel: 64 messages run on twice what the first message of a fresh instance uses,
+    // which no single budget of that size would hold.
+    let run: Vec<Message> = (0..64).map(|i| with_payload("ok", &i.to_string())).collect();
+    let measured = load("batch-fuel-measured", guests::BATCH_PROBE);
+    measured.process_message(&run[0]).unwrap();
+    let each = measured.stats().max_fuel_used;
+    assert!(each > 0);
+    let limits = Limits {
+        fuel: 2 * each,
+        ..Limits::default()
+    };
+    let tight = load_as(
+        "batch-fuel-tight",
+        guests::BATCH_PROBE,
+        PluginOptions::with_limits(limits),
+    );
+    let outcome = tight.process_messages(&run).unwrap();
+    assert_eq!(outcome.emitted.len(), 64);
 
     // A loop still ends at the fuel limit, which the error gives for the whole batch.
     let limits = Limits {
@@ -271,18 +285,10 @@ fn the_pipeline_hands_a_plugin_that_fell_behind_what_queued_up_in_batches() {
     }
 
     // A slow first message: the others queue up behind it.
-    let slow = Message {
-        payload: "slow".into(),
-        ..message("wait", "")
-    }
-    .with_field("ms", Value::Int(200));
+    let slow = with_payload("wait", "slow").with_field("ms", Value::Int(200));
     pipeline.route(slow);
     for i in 0..MESSAGES {
-        let m = Message {
-            payload: i.to_string(),
-            ..message("ok", "")
-        };
-        assert_eq!(pipeline.route(m), 1);
+        assert_eq!(pipeline.route(with_payload("ok", &i.to_string())), 1);
     }
     let queue = pipeline.queue("batch-pipeline").unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
