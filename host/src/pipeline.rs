@@ -67,6 +67,8 @@ pub struct Pipeline {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Messages that matched no plugin.
     pub unmatched: AtomicU64,
+    /// Messages routed, matched or not.
+    pub received: AtomicU64,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -94,6 +96,7 @@ impl Pipeline {
             output: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             unmatched: AtomicU64::new(0),
+            received: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&pipeline);
         // The follower ends by itself once the pipeline is gone.
@@ -128,6 +131,7 @@ impl Pipeline {
     /// [`QueueStats::rejected`]). The plugins share the one message.
     pub fn route(&self, message: impl Into<Arc<Message>>) -> usize {
         let message = message.into();
+        self.received.fetch_add(1, Ordering::Relaxed);
         let workers = lock(&self.workers);
         let (mut matched, mut taken) = (0, 0);
         self.registry.for_each_matching(&message, |name| {

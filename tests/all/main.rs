@@ -32,6 +32,8 @@ mod hostile;
 mod bad_files;
 // `corral run`, the daemon, end to end against the real binary.
 mod daemon;
+// The dashboard at `GET /`, in a real headless browser against the daemon.
+mod dashboard;
 // Plugins in Python and JavaScript: the counter's outcomes, swaps, limits, the cache.
 mod polyglot;
 // `corral new`: projects in Rust, Python and JavaScript that build and load.
