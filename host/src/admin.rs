@@ -127,11 +127,21 @@ fn status_json(admin: &Admin, status: &PluginStatus) -> Json {
         out["preserves_state"] = json!(plugin.preserves_state());
         out["batches"] = json!(plugin.batches());
         out["tier"] = json!(plugin.tier().as_str());
+        out["restart"] = match plugin.restart_status() {
+            None => Json::Null,
+            Some(r) => json!({
+                "restarts": r.restarts,
+                "in_a_row": r.in_a_row,
+                "next_at_ns": r.next_at.map(ns),
+                "gave_up": r.gave_up,
+            }),
+        };
         out["last_error"] = json!(stats.last_error);
         out["stats"] = json!({
             "process_message": entry_json(&stats.process_message),
             "timer_event": entry_json(&stats.timer_event),
             "terminations": stats.terminations,
+            "restarts": stats.restarts,
             "instances": stats.instances,
             "max_fuel_used": stats.max_fuel_used,
             "memory_bytes": stats.memory_bytes,
@@ -323,12 +333,18 @@ fn prometheus(admin: &Admin) -> String {
                 .map(|(n, _, s)| (with_entry(n), pick(s).max_duration.as_secs_f64())),
         );
     }
-    let gauges: [Gauge; 8] = [
+    let gauges: [Gauge; 9] = [
         (
             "terminations_total",
             "counter",
             "Times the plugin was terminated.",
             |s| s.terminations,
+        ),
+        (
+            "restarts_total",
+            "counter",
+            "Times the plugin was restarted after a termination, by its restart policy.",
+            |s| s.restarts,
         ),
         (
             "instances_total",

@@ -84,6 +84,27 @@ struct RunArgs {
     /// from baseline (Winch) code within milliseconds while Cranelift compiles behind.
     #[arg(long)]
     no_baseline: bool,
+    /// On SIGINT or SIGTERM, how long to wait for plugins to finish their queued
+    /// messages and save their state before a stuck one is abandoned (e.g. `10s`,
+    /// `500ms`).
+    #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
+    shutdown_timeout: std::time::Duration,
+}
+
+/// A duration: a number with `ms`, `s` or `m`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: expected e.g. 500ms, 10s or 2m"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" | "" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n.saturating_mul(60))),
+        other => Err(format!("unknown time unit `{other}` in `{text}`: use ms, s or m")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +234,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 },
                 pool: args.pool,
                 baseline: !args.no_baseline,
+                shutdown_timeout: args.shutdown_timeout,
             })?;
             Ok(ExitCode::SUCCESS)
         }

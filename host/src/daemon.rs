@@ -7,13 +7,17 @@
 //! queued for it, plugins that export the state interface save their state into the
 //! store, the store is flushed, and the process exits 0. The next start restores the
 //! saved state into each plugin's first instance (unless its preservation version
-//! changed).
+//! changed). It is also bounded: what has not finished within
+//! [`DaemonConfig::shutdown_timeout`] (a plugin still working through a long queue of
+//! calls that each take their whole deadline) is abandoned with a log line naming the
+//! plugin, the store is flushed, and the process exits all the same.
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::admin::{self, Admin};
 use crate::host::Host;
@@ -57,6 +61,10 @@ pub struct DaemonConfig {
     /// Serve a plugin new to the host from baseline code while its optimised code
     /// compiles (`HostBuilder::baseline`; ignored with `pool`).
     pub baseline: bool,
+    /// How long shutdown waits for plugins to finish their queued messages and save
+    /// their state before it abandons the ones still busy (default
+    /// [`DaemonConfig::DEFAULT_SHUTDOWN_TIMEOUT`]).
+    pub shutdown_timeout: Duration,
 }
 
 impl DaemonConfig {
@@ -64,6 +72,8 @@ impl DaemonConfig {
     pub const DEFAULT_ADMIN: &str = "127.0.0.1:8000";
     /// The default queue capacity per plugin.
     pub const DEFAULT_QUEUE: usize = 1024;
+    /// The default bound on shutdown.
+    pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 /// The daemon could not start or failed.
@@ -145,15 +155,44 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
 
     tracing::info!("shutting down: finishing queued messages and saving state");
     closing.store(true, Ordering::SeqCst);
-    drop(runtime);
+    // An admin call still waiting on a plugin is not waited for.
+    runtime.shutdown_timeout(Duration::from_millis(100));
     match Arc::try_unwrap(watcher) {
         Ok(watcher) => drop(watcher),
         Err(_) => tracing::warn!("the watcher is still in use; it stops at exit"),
     }
-    pipeline.shutdown();
-    let saved = registry.save_states(&store);
-    store.flush().map_err(|e| fail(&e))?;
-    tracing::info!(saved = ?saved, "stopped");
+    let (done, finished) = std::sync::mpsc::channel();
+    let finishing = {
+        let (registry, store) = (registry.clone(), store.clone());
+        std::thread::Builder::new()
+            .name("corral-shutdown".into())
+            .spawn(move || {
+                pipeline.shutdown();
+                let _ = done.send(registry.save_states(&store));
+            })
+            .map_err(|e| fail(&e))?
+    };
+    match finished.recv_timeout(config.shutdown_timeout) {
+        Ok(saved) => {
+            let _ = finishing.join();
+            store.flush().map_err(|e| fail(&e))?;
+            tracing::info!(saved = ?saved, "stopped");
+        }
+        Err(_) => {
+            for status in registry.statuses() {
+                if status.plugin.is_some_and(|p| p.is_busy()) {
+                    tracing::error!(
+                        plugin = %status.name,
+                        timeout = ?config.shutdown_timeout,
+                        "still in a call at the end of the shutdown timeout: abandoned, \
+                         its queued messages and unsaved state are lost"
+                    );
+                }
+            }
+            store.flush().map_err(|e| fail(&e))?;
+            tracing::warn!("stopped, abandoning what did not finish in time");
+        }
+    }
     Ok(())
 }
 

@@ -92,6 +92,17 @@ pub enum LoadError {
         /// Every mismatch found, not just the first.
         problems: Vec<Mismatch>,
     },
+    /// The component's start-up (its start functions, static constructors) ran into a
+    /// limit, such as its deadline in a start function that sleeps.
+    #[error("plugin `{plugin}` failed to start: it exceeded its {limit} limit: {detail}")]
+    StartLimit {
+        /// The plugin's name.
+        plugin: String,
+        /// Which limit.
+        limit: Limit,
+        /// The limit's value, in words.
+        detail: String,
+    },
     /// The component was compiled but could not be instantiated (its start code trapped
     /// or needed more than its limits).
     #[error("plugin `{plugin}` failed to start: {reason}")]

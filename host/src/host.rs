@@ -18,6 +18,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 use crate::cache::CompileCache;
+use crate::deadline::Ticks;
 use crate::error::LoadError;
 use crate::output::Output;
 use crate::plugin::{Plugin, PluginOptions};
@@ -165,19 +166,34 @@ impl HostBuilder {
 
         let engines = [Some(engine.weak()), baseline.as_ref().map(|b| b.engine.weak())];
         let tick = self.epoch_tick;
+        let ticks = Ticks::default();
+        let epoch_ticks = ticks.clone();
         std::thread::Builder::new()
             .name("corral-epoch".into())
             .spawn(move || {
+                let mut next = std::time::Instant::now();
                 loop {
+                    // One epoch per tick of wall time: on a loaded machine a sleep
+                    // overshoots, and the ticks it missed are made up at once, so that a
+                    // deadline counts wall time rather than wake-ups.
+                    let now = std::time::Instant::now();
+                    let mut due = 0;
+                    while next <= now {
+                        due += 1;
+                        next += tick;
+                    }
                     let mut alive = false;
                     for engine in engines.iter().flatten().filter_map(|weak| weak.upgrade()) {
-                        engine.increment_epoch();
+                        for _ in 0..due {
+                            engine.increment_epoch();
+                        }
                         alive = true;
                     }
                     if !alive {
                         break;
                     }
-                    std::thread::sleep(tick);
+                    epoch_ticks.advance(due);
+                    std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
                 }
             })
             .map_err(|e| fail(&e))?;
@@ -189,6 +205,7 @@ impl HostBuilder {
             linker: Arc::new(linker),
             store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
             epoch_tick: self.epoch_tick,
+            ticks,
             memo: Arc::new(Mutex::new(VecDeque::new())),
             compiling: Arc::default(),
             baseline,
@@ -199,7 +216,8 @@ impl HostBuilder {
 /// A linker with everything a plugin may import: WASI 0.2 and `corral:plugin`.
 fn linker(engine: &Engine) -> wasmtime::Result<Linker<SandboxState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    // WASI 0.2, with every function that can block bounded by the call's deadline.
+    crate::deadline::add_wasi_to_linker(&mut linker)?;
     Filter::add_to_linker::<_, HasSelf<SandboxState>>(&mut linker, |s| s)?;
     Ok(linker)
 }
@@ -219,6 +237,8 @@ pub struct Host {
     linker: Arc<Linker<SandboxState>>,
     store: Arc<dyn KvStore>,
     epoch_tick: Duration,
+    /// Counted with the engine's epoch, for the deadline of blocking WASI calls.
+    ticks: Ticks,
     memo: Arc<Mutex<Memo>>,
     /// The digests being compiled now, so that a second load of the same bytes waits
     /// for the first compile instead of doing it again (seconds, for a Python guest).
@@ -358,8 +378,9 @@ impl Host {
             dirs: Arc::new(options.dirs),
             kv: self.store.clone(),
             epoch_tick: self.epoch_tick,
+            ticks: self.ticks.clone(),
         };
-        Plugin::start(spec, code, upgrade, hex(&digest), report)
+        Plugin::start(spec, code, upgrade, hex(&digest), report, options.restart)
     }
 
     /// How many components were found in memory, found in the disk cache, or compiled.

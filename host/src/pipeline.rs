@@ -213,7 +213,7 @@ fn work(
 ) {
     let mut interval = registry.ticker_interval(name);
     let mut next_tick = interval.map(|i| Instant::now() + i);
-    let mut reported: Option<String> = None;
+    let mut reported: Option<(String, u64)> = None;
     let mut batch: Vec<Arc<Message>> = Vec::new();
     loop {
         // A timer that is due goes first, even when messages keep coming.
@@ -276,14 +276,15 @@ fn work(
 }
 
 /// Sends what a call emitted on, and reports the plugin's termination once per version
-/// when a call failed.
+/// and termination (a restart policy may bring it back to be terminated again) when a
+/// call failed.
 fn deliver(
     name: &str,
     registry: &Registry,
     result: Result<Vec<Message>, CallError>,
     failed: bool,
     output: &Sender<Message>,
-    reported: &mut Option<String>,
+    reported: &mut Option<(String, u64)>,
 ) {
     match result {
         Ok(emitted) => {
@@ -298,10 +299,11 @@ fn deliver(
         return;
     }
     let Some(plugin) = registry.get(name) else { return };
+    let this = (plugin.version().to_owned(), plugin.stats().terminations);
     if let PluginState::Terminated { reason } = plugin.state()
-        && reported.as_deref() != Some(plugin.version())
+        && reported.as_ref() != Some(&this)
     {
-        *reported = Some(plugin.version().to_owned());
+        *reported = Some(this);
         let _ = output.send(terminated_message(name, plugin.version(), &reason));
     }
 }

@@ -29,7 +29,8 @@
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
 
 use wasmtime::Trap;
@@ -41,7 +42,8 @@ use crate::limits::{Limit, Limits};
 use crate::lock;
 use crate::message::Message;
 use crate::output::LogLine;
-use crate::sandbox::{Entries, Sandbox, SandboxSpec};
+use crate::restart::{RestartPolicy, RestartStatus, Restarts};
+use crate::sandbox::{Entries, Sandbox, SandboxSpec, StartError};
 use crate::stats::Stats;
 use crate::tier::{Code, Tier, Upgrade};
 use crate::world::WorldReport;
@@ -56,6 +58,9 @@ pub struct PluginOptions {
     pub config: BTreeMap<String, String>,
     /// Host directories the plugin may open through WASI; none by default.
     pub dirs: Vec<DirGrant>,
+    /// Whether and when it is restarted after a termination; by default never: it
+    /// stays terminated until replaced.
+    pub restart: Option<RestartPolicy>,
 }
 
 /// A host directory granted to a plugin.
@@ -135,8 +140,17 @@ pub struct Plugin {
     batches: bool,
     version: String,
     report: WorldReport,
+    restart: Option<RestartPolicy>,
     cell: Mutex<Cell>,
     stats: Mutex<Stats>,
+    /// What the cell holds, published for readers that must not wait on a call in
+    /// progress (status, metrics): the state, changed only under the cell's lock, and
+    /// the restart status.
+    shown: Mutex<(PluginState, Option<RestartStatus>)>,
+    /// The tier of the code the instance runs, as of the last call.
+    tier: AtomicU8,
+    /// The plugin itself, once shared, for a restart that comes due with no call.
+    this: OnceLock<Weak<Plugin>>,
 }
 
 struct Cell {
@@ -154,6 +168,7 @@ struct Cell {
     /// Replaced by a newer version or unloaded: calls are refused with
     /// [`CallError::Unloaded`] so that a registry retries them on the newer version.
     retired: bool,
+    restarts: Restarts,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -205,12 +220,21 @@ impl Plugin {
         upgrade: Option<Arc<Upgrade>>,
         version: String,
         report: WorldReport,
+        restart: Option<RestartPolicy>,
     ) -> Result<Plugin, LoadError> {
-        let sandbox = spec.instantiate(&code).map_err(|e| LoadError::Instantiate {
-            plugin: spec.plugin.to_string(),
-            reason: format!("{e:#}"),
+        let sandbox = spec.instantiate(&code).map_err(|e| match e {
+            StartError::Limit(limit, detail) => LoadError::StartLimit {
+                plugin: spec.plugin.to_string(),
+                limit,
+                detail,
+            },
+            StartError::Other(reason) => LoadError::Instantiate {
+                plugin: spec.plugin.to_string(),
+                reason,
+            },
         })?;
         let memory = sandbox.store.data().limiter.current as u64;
+        let code_tier = code.tier;
         Ok(Plugin {
             stateful: sandbox.state.is_some(),
             batches: code.exports.batches(),
@@ -233,7 +257,15 @@ impl Plugin {
                 consecutive_failures: 0,
                 message_calls: 0,
                 retired: false,
+                restarts: Restarts::default(),
             }),
+            shown: Mutex::new((
+                PluginState::Running,
+                restart.as_ref().map(|_| RestartStatus::default()),
+            )),
+            tier: AtomicU8::new(tier_code(code_tier)),
+            this: OnceLock::new(),
+            restart,
             spec,
             version,
             report,
@@ -244,10 +276,22 @@ impl Plugin {
     /// new to the host, until the optimised code is ready and can take over (see
     /// [`crate::HostBuilder::baseline`]).
     pub fn tier(&self) -> Tier {
-        let cell = lock(&self.cell);
-        cell.sandbox
-            .as_ref()
-            .map_or(cell.code.tier, |instance| instance.tier)
+        match self.tier.load(Ordering::Relaxed) {
+            0 => Tier::Baseline,
+            _ => Tier::Optimized,
+        }
+    }
+
+    /// Publishes the tier of the code the plugin runs now.
+    fn show_tier(&self, cell: &Cell) {
+        let tier = cell.sandbox.as_ref().map_or(cell.code.tier, |i| i.tier);
+        self.tier.store(tier_code(tier), Ordering::Relaxed);
+    }
+
+    /// Publishes the state and restart status of `cell`, after a change.
+    fn show_state(&self, cell: &Cell) {
+        let restart = self.restart.as_ref().map(|_| cell.restarts.status.clone());
+        *lock(&self.shown) = (cell.state.clone(), restart);
     }
 
     /// The plugin's name, which is also its store namespace.
@@ -275,9 +319,21 @@ impl Plugin {
         &self.report
     }
 
-    /// Whether it takes calls.
+    /// Whether it takes calls. Never waits for a call in progress.
     pub fn state(&self) -> PluginState {
-        lock(&self.cell).state.clone()
+        lock(&self.shown).0.clone()
+    }
+
+    /// Its restarts so far and when the next is due, if it has a restart policy
+    /// ([`PluginOptions::restart`]). Never waits for a call in progress.
+    pub fn restart_status(&self) -> Option<RestartStatus> {
+        lock(&self.shown).1.clone()
+    }
+
+    /// Lets the plugin restart itself when a restart comes due with no call to make it
+    /// (a plugin not held in an `Arc` restarts at the first call after its backoff).
+    pub(crate) fn attach(self: &Arc<Self>) {
+        let _ = self.this.set(Arc::downgrade(self));
     }
 
     /// A snapshot of its statistics.
@@ -370,10 +426,13 @@ impl Plugin {
             });
         }
         if let PluginState::Terminated { reason } = &cell.state {
-            return Err(CallError::Terminated {
-                plugin: self.name().to_owned(),
-                reason: reason.clone(),
-            });
+            if !cell.restarts.is_due(Instant::now()) {
+                return Err(CallError::Terminated {
+                    plugin: self.name().to_owned(),
+                    reason: reason.clone(),
+                });
+            }
+            self.restart(&mut cell)?;
         }
         let messages = match entry {
             Entry::Messages(messages) => messages.len() as u64,
@@ -390,6 +449,7 @@ impl Plugin {
         let mut restarted = false;
         let (result, facts) = self.run(&mut cell, entry, &mut restarted);
         let took = started.map(|started| started.elapsed());
+        self.show_tier(&cell);
 
         let mut stats = lock(&self.stats);
         let entry_stats = if is_timer {
@@ -465,6 +525,99 @@ impl Plugin {
         stats.memory_bytes = 0;
         cell.sandbox = None;
         cell.state = PluginState::Terminated { reason };
+        if let Some(policy) = &self.restart {
+            match cell.restarts.terminated(policy, Instant::now()) {
+                Some(due) => {
+                    let wait = due.saturating_duration_since(Instant::now());
+                    tracing::info!(plugin = self.name(), ?wait, "restart scheduled");
+                    self.schedule_restart(due);
+                }
+                None => tracing::warn!(
+                    plugin = self.name(),
+                    restarts = cell.restarts.status.in_a_row,
+                    "restarts in a row at the most allowed: the plugin stays terminated until replaced"
+                ),
+            }
+        }
+        self.show_state(cell);
+    }
+
+    /// Restarts the plugin when `due` comes, unless a call has done it by then (only a
+    /// plugin shared through [`Plugin::attach`]; others restart at their next call).
+    fn schedule_restart(&self, due: Instant) {
+        let Some(this) = self.this.get().cloned() else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("corral-restart".into())
+            .spawn(move || {
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                if let Some(plugin) = this.upgrade() {
+                    let mut cell = lock(&plugin.cell);
+                    let due = !cell.retired
+                        && cell.state != PluginState::Running
+                        && cell.restarts.is_due(Instant::now());
+                    if due {
+                        let _ = plugin.restart(&mut cell);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(
+                plugin = self.name(),
+                "cannot start a restart timer, the next call restarts it: {e}"
+            );
+        }
+    }
+
+    /// Brings a terminated plugin back: a fresh instance, and calls again. A fresh
+    /// instance that cannot start terminates it again, with the next backoff.
+    fn restart(&self, cell: &mut Cell) -> Result<(), CallError> {
+        cell.restarts.restarted(Instant::now());
+        cell.consecutive_failures = 0;
+        cell.sandbox = None;
+        let started = self.spec.instantiate(&cell.code);
+        let mut stats = lock(&self.stats);
+        stats.restarts += 1;
+        match started {
+            Ok(sandbox) => {
+                stats.instances += 1;
+                stats.memory_bytes = sandbox.store.data().limiter.current as u64;
+                cell.sandbox = Some(Instance {
+                    sandbox,
+                    tier: cell.code.tier,
+                    called: false,
+                });
+                cell.state = PluginState::Running;
+                tracing::info!(
+                    plugin = self.name(),
+                    restarts = cell.restarts.status.restarts,
+                    "plugin restarted"
+                );
+                self.show_state(cell);
+                self.show_tier(cell);
+                Ok(())
+            }
+            Err(e) => {
+                let error = self.start_failed(e);
+                stats.last_error = Some(error.to_string());
+                self.terminate(cell, &mut stats, format!("restarting failed: {error}"));
+                Err(error)
+            }
+        }
+    }
+
+    /// The error of a fresh instance that did not start.
+    fn start_failed(&self, error: StartError) -> CallError {
+        let plugin = self.name().to_owned();
+        match error {
+            StartError::Limit(limit, detail) => CallError::Limit {
+                plugin,
+                limit,
+                detail,
+            },
+            StartError::Other(reason) => CallError::Restart { plugin, reason },
+        }
     }
 
     /// Moves the plugin to its optimised code once that is ready, at the first point
@@ -498,7 +651,7 @@ impl Plugin {
             funcs.save.call(store, ()).map(|(r,)| r)
         });
         let moved = saved.and_then(|data| {
-            let mut fresh = self.spec.instantiate(&cell.code).map_err(|e| format!("{e:#}"))?;
+            let mut fresh = self.spec.instantiate(&cell.code).map_err(|e| e.to_string())?;
             let restore = fresh
                 .state
                 .ok_or("the optimised code does not export the state interface")?
@@ -556,13 +709,7 @@ impl Plugin {
                         called: false,
                     });
                 }
-                Err(e) => {
-                    let error = CallError::Restart {
-                        plugin: plugin(),
-                        reason: format!("{e:#}"),
-                    };
-                    return (Err(error), facts);
-                }
+                Err(e) => return (Err(self.start_failed(e)), facts),
             }
         }
         let host_error = |reason: String| CallError::Host {
@@ -635,6 +782,7 @@ impl Plugin {
         facts.peak_memory = data.limiter.peak as u64;
         let memory_refused = data.limiter.refused;
         let emit_refused = data.emit_refused;
+        let deadline_hit = data.deadline.hit;
 
         let limits = &self.spec.limits;
         let limit = |limit: Limit, detail: String| CallError::Limit {
@@ -698,7 +846,21 @@ impl Plugin {
                 // The instance may not be entered again after a trap.
                 *sandbox = None;
                 facts.memory = 0;
-                Err(if let Some(asked) = memory_refused {
+                let deadline = || {
+                    limit(
+                        Limit::Deadline,
+                        format!(
+                            "{} may take {:?}",
+                            a_call(),
+                            limits.deadline.saturating_mul(scale)
+                        ),
+                    )
+                };
+                Err(if deadline_hit {
+                    // Cut off in a blocking WASI call: whatever the guest did next is
+                    // the deadline's doing.
+                    deadline()
+                } else if let Some(asked) = memory_refused {
                     limit(
                         Limit::Memory,
                         format!(
@@ -730,14 +892,7 @@ impl Plugin {
                             facts.fuel_used = limits.fuel;
                             limit(Limit::Fuel, format!("{} may use {fuel} fuel", a_call()))
                         }
-                        Some(Trap::Interrupt) => limit(
-                            Limit::Deadline,
-                            format!(
-                                "{} may take {:?}",
-                                a_call(),
-                                limits.deadline.saturating_mul(scale)
-                            ),
-                        ),
+                        Some(Trap::Interrupt) => deadline(),
                         Some(&trap) => match panic_message(&output.stderr) {
                             Some(message) if trap == Trap::UnreachableCodeReached => CallError::Panic {
                                 plugin: plugin(),
@@ -774,6 +929,11 @@ pub(crate) struct Retiring<'a> {
 }
 
 impl Plugin {
+    /// Whether a call (or a swap, or a save) holds the plugin now.
+    pub(crate) fn is_busy(&self) -> bool {
+        self.cell.try_lock().is_err()
+    }
+
     /// Whether the plugin exports the `corral:plugin/state` interface, and so keeps its
     /// state when it is replaced.
     pub fn preserves_state(&self) -> bool {
@@ -820,13 +980,33 @@ impl Plugin {
         self.spec.arm(&mut sandbox.store).map_err(|e| format!("{e:#}"))?;
         let result = call(&mut sandbox.store);
         self.spec.output.end();
+        let deadline_hit = sandbox.store.data().deadline.hit;
         match result {
             Ok(result) => result,
             Err(trap) => Err(match trap.downcast_ref::<Trap>() {
+                _ if deadline_hit => self.deadline_text(),
+                Some(Trap::Interrupt) => self.deadline_text(),
                 Some(trap) => format!("trapped: {trap}"),
                 None => format!("{trap:#}"),
             }),
         }
+    }
+}
+
+impl Plugin {
+    fn deadline_text(&self) -> String {
+        format!(
+            "exceeded its deadline limit: a call may take {:?}",
+            self.spec.limits.deadline
+        )
+    }
+}
+
+/// The tier as [`Plugin::tier`] keeps it.
+fn tier_code(tier: Tier) -> u8 {
+    match tier {
+        Tier::Baseline => 0,
+        Tier::Optimized => 1,
     }
 }
 

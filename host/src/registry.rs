@@ -18,10 +18,10 @@
 //! error in the plugin's status.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use crate::error::{CallError, LoadError};
@@ -141,8 +141,24 @@ struct Inner {
     saved: Mutex<Option<RedbStore>>,
     entries: RwLock<HashMap<String, Entry>>,
     subscribers: Mutex<Vec<Sender<Event>>>,
-    /// Loads, swaps and unloads happen one at a time; calls never take this lock.
-    changes: Mutex<()>,
+    /// The names being loaded, swapped or unloaded now: changes to one name happen one
+    /// at a time, changes to different names never wait for each other (a start
+    /// function or a `state.save` holds only its own name), and calls never wait here.
+    changing: (Mutex<HashSet<String>>, Condvar),
+}
+
+/// Holds one name's changes until dropped.
+struct Changing<'a> {
+    registry: &'a Registry,
+    name: String,
+}
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        let (names, freed) = &self.registry.inner.changing;
+        lock(names).remove(&self.name);
+        freed.notify_all();
+    }
 }
 
 /// Plugins by name, replaceable while they serve. Cheap to clone: clones share the
@@ -207,7 +223,7 @@ impl Registry {
                 entries: RwLock::new(HashMap::new()),
                 saved: Mutex::new(None),
                 subscribers: Mutex::new(Vec::new()),
-                changes: Mutex::new(()),
+                changing: (Mutex::new(HashSet::new()), Condvar::new()),
             }),
         }
     }
@@ -385,7 +401,7 @@ impl Registry {
         sidecar: Sidecar,
         path: Option<PathBuf>,
     ) -> Result<Installed, LoadError> {
-        let _changes = lock(&self.inner.changes);
+        let _changing = self.changing(name);
         let current = self.read().get(name).cloned().unwrap_or_default();
         if let Some(old) = &current.plugin
             && old.version() == content_version(bytes)
@@ -397,8 +413,13 @@ impl Registry {
             }
             return Ok(Installed::Unchanged);
         }
+        tracing::info!(plugin = name, "loading plugin");
         let new = match self.inner.host.load(name, bytes, sidecar.options.clone()) {
-            Ok(plugin) => Arc::new(plugin),
+            Ok(plugin) => {
+                let plugin = Arc::new(plugin);
+                plugin.attach();
+                plugin
+            }
             Err(error) => {
                 self.fail(name, &error);
                 return Err(error);
@@ -508,24 +529,57 @@ impl Registry {
     /// those that export the state interface into `store`, for
     /// [`Registry::restore_saved_state_from`] on the next start. Returns the names
     /// whose state was saved. Calls made afterwards are refused.
+    ///
+    /// The plugins are saved in parallel, so one that is slow to finish its call or to
+    /// save (each bounded by its deadline) holds up only itself.
     pub fn save_states(&self, store: &RedbStore) -> Vec<String> {
-        let _changes = lock(&self.inner.changes);
         let entries: Vec<(String, Entry)> = self.read().iter().map(|(n, e)| (n.clone(), e.clone())).collect();
-        let mut saved = Vec::new();
-        for (name, entry) in entries {
-            let Some(plugin) = entry.plugin else { continue };
-            let mut retiring = plugin.retire();
-            match retiring.save() {
-                Some(Ok(data)) => match store.save_state(&name, entry.sidecar.preservation_version, &data) {
-                    Ok(()) => saved.push(name),
-                    Err(e) => tracing::warn!(plugin = %name, "cannot write saved state: {e}"),
-                },
-                Some(Err(e)) => tracing::warn!(plugin = %name, "state.save failed at shutdown: {e}"),
-                None => {}
+        let saved = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for (name, entry) in entries {
+                let Some(plugin) = entry.plugin else { continue };
+                let saved = &saved;
+                let save = move || {
+                    let _changing = self.changing(&name);
+                    let mut retiring = plugin.retire();
+                    match retiring.save() {
+                        Some(Ok(data)) => {
+                            match store.save_state(&name, entry.sidecar.preservation_version, &data) {
+                                Ok(()) => lock(saved).push(name),
+                                Err(e) => tracing::warn!(plugin = %name, "cannot write saved state: {e}"),
+                            }
+                        }
+                        Some(Err(e)) => tracing::warn!(plugin = %name, "state.save failed at shutdown: {e}"),
+                        None => {}
+                    }
+                    retiring.drop_instance();
+                };
+                let spawned = std::thread::Builder::new()
+                    .name("corral-save".into())
+                    .spawn_scoped(scope, save);
+                if let Err(e) = spawned {
+                    tracing::warn!("cannot start a thread to save state: {e}");
+                }
             }
-            retiring.drop_instance();
-        }
+        });
+        let mut saved = saved.into_inner().unwrap_or_else(PoisonError::into_inner);
+        saved.sort();
         saved
+    }
+
+    /// Waits until no other change to `name` is under way, and holds off the next until
+    /// the guard is dropped.
+    fn changing(&self, name: &str) -> Changing<'_> {
+        let (names, freed) = &self.inner.changing;
+        let mut names = lock(names);
+        while names.contains(name) {
+            names = freed.wait(names).unwrap_or_else(PoisonError::into_inner);
+        }
+        names.insert(name.to_owned());
+        Changing {
+            registry: self,
+            name: name.to_owned(),
+        }
     }
 
     /// The ticker interval from `name`'s sidecar.
@@ -536,7 +590,7 @@ impl Registry {
     /// Unloads `name` once its call in progress, if any, has finished. Returns whether a
     /// plugin was serving it.
     pub fn unload(&self, name: &str) -> bool {
-        let _changes = lock(&self.inner.changes);
+        let _changing = self.changing(name);
         let Some(old) = self.get(name) else {
             self.write().remove(name);
             return false;

@@ -20,7 +20,8 @@ use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::current::Current;
-use crate::limits::Limits;
+use crate::deadline::{Deadline, Ticks};
+use crate::limits::{Limit, Limits};
 use crate::message::Message;
 use crate::output::{LogSource, Output};
 use crate::plugin::DirGrant;
@@ -51,6 +52,15 @@ pub(crate) struct SandboxState {
     /// The message the call in progress was given, lent without a copy; the guest's
     /// `borrow<message>` handle always refers to it.
     pub message: Current,
+    /// When the call in progress must end, for the WASI calls that can block.
+    pub deadline: Deadline,
+}
+
+impl SandboxState {
+    /// The WASI context, its resources and the deadline, borrowed apart.
+    pub fn bounded(&mut self) -> (&mut WasiCtx, &mut ResourceTable, &mut Deadline) {
+        (&mut self.wasi, &mut self.table, &mut self.deadline)
+    }
 }
 
 impl WasiView for SandboxState {
@@ -195,12 +205,42 @@ pub(crate) struct SandboxSpec {
     pub kv: Arc<dyn KvStore>,
     pub output: Output,
     pub epoch_tick: Duration,
+    /// The host's epoch clock, which the deadline of a blocking WASI call is read from.
+    pub ticks: Ticks,
 }
+
+/// Why a new instance did not start.
+#[derive(Debug)]
+pub(crate) enum StartError {
+    /// Its start-up ran into a limit.
+    Limit(Limit, String),
+    /// Anything else, in words.
+    Other(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Limit(limit, detail) => write!(f, "it exceeded its {limit} limit: {detail}"),
+            StartError::Other(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
 
 impl SandboxSpec {
     /// A new instance in a new store. Its start-up runs under the same fuel, deadline
     /// and memory cap as a call, and what it prints is logged.
-    pub fn instantiate(&self, code: &Code) -> wasmtime::Result<Sandbox> {
+    pub fn instantiate(&self, code: &Code) -> Result<Sandbox, StartError> {
+        self.try_instantiate(code)
+            .map_err(|e| match e.downcast::<StartError>() {
+                Ok(start) => start,
+                Err(e) => StartError::Other(format!("{e:#}")),
+            })
+    }
+
+    fn try_instantiate(&self, code: &Code) -> wasmtime::Result<Sandbox> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(self.output.stream(LogSource::Stdout))
             .stderr(self.output.stream(LogSource::Stderr))
@@ -238,13 +278,19 @@ impl SandboxSpec {
             emit_cap: 0,
             emit_refused: false,
             message: Current::default(),
+            deadline: Deadline::new(self.ticks.clone(), self.epoch_tick),
         };
         let mut store = Store::new(code.pre.component().engine(), state);
         store.limiter(|s| &mut s.limiter);
         self.arm(&mut store)?;
         let instance = code.pre.instantiate(&mut store);
         self.output.end();
+        let deadline_hit = store.data().deadline.hit || is_interrupt(instance.as_ref().err());
         let instance = instance.map_err(|e| match store.data().limiter.refused {
+            None if deadline_hit => wasmtime::Error::new(StartError::Limit(
+                Limit::Deadline,
+                format!("starting an instance may take {:?}", self.limits.deadline),
+            )),
             Some(asked) => wasmtime::format_err!(
                 "it needs {asked} bytes of memory to start, more than its memory limit of {} bytes: \
                  raise `memory` in its sidecar's [limits] (or --memory)",
@@ -289,10 +335,12 @@ impl SandboxSpec {
     pub fn arm_for(&self, store: &mut Store<SandboxState>, messages: u32) -> wasmtime::Result<()> {
         let n = u64::from(messages.max(1));
         store.set_fuel(self.limits.fuel.saturating_mul(n))?;
-        store.set_epoch_deadline(deadline_ticks(
+        let ticks = deadline_ticks(
             self.limits.deadline.saturating_mul(messages.max(1)),
             self.epoch_tick,
-        ));
+        );
+        store.set_epoch_deadline(ticks);
+        store.data_mut().deadline.arm(ticks);
         store.data_mut().emit_cap =
             usize::try_from(u64::from(self.limits.emits).saturating_mul(n)).unwrap_or(usize::MAX);
         if n > 1 {
@@ -300,6 +348,11 @@ impl SandboxSpec {
         }
         Ok(())
     }
+}
+
+/// Whether `error` is the epoch deadline's trap.
+fn is_interrupt(error: Option<&wasmtime::Error>) -> bool {
+    error.and_then(|e| e.downcast_ref::<wasmtime::Trap>()) == Some(&wasmtime::Trap::Interrupt)
 }
 
 /// Epoch ticks for a deadline: rounded up, plus one because the first tick may come at

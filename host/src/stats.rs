@@ -63,8 +63,11 @@ pub struct Stats {
     pub process_message: EntryStats,
     /// `timer-event` calls.
     pub timer_event: EntryStats,
-    /// Times the plugin was terminated (0 or 1 for one loaded plugin).
+    /// Times the plugin was terminated (0 or 1 for one loaded plugin without a restart
+    /// policy).
     pub terminations: u64,
+    /// Times it was restarted after a termination, by its restart policy.
+    pub restarts: u64,
     /// Instances created: 1 at load, plus one after each trap and one when the plugin
     /// moves from baseline to optimised code in a new instance.
     pub instances: u64,

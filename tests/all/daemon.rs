@@ -721,3 +721,145 @@ fn a_full_pool_refuses_the_plugin_past_it_and_says_why() {
         "{all}"
     );
 }
+
+/// Times a request: nothing an operator needs may wait on a blocked guest.
+fn prompt(daemon: &Daemon, method: &str, path: &str) -> (u16, String) {
+    let started = Instant::now();
+    let answer = daemon.request(method, path, None);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{method} {path} took {:?} while a plugin was blocked",
+        started.elapsed()
+    );
+    answer
+}
+
+#[test]
+fn a_blocked_plugin_holds_up_nothing_else_and_sigterm_abandons_it() {
+    let dirs = Dirs::new(&[("sleeper.wasm", guests::SLEEPER), ("hello.wasm", guests::HELLO)]);
+    // A deadline far longer than the test: only the daemon's own liveness is under test.
+    dirs.sidecar(
+        "sleeper.toml",
+        "[matcher]\ntype = \"sleep\"\n[limits]\ndeadline-ms = 120000\nfuel = 18446744073709551615\n",
+    )
+    .sidecar("hello.toml", "[matcher]\ntype = \"ping\"\n");
+    let daemon = dirs.start(&["--no-stdin", "--shutdown-timeout", "2s"]);
+    daemon.json("POST", "/messages", Some(r#"{"type":"sleep"}"#));
+    let deadline = Instant::now() + BOUND;
+    while daemon.plugin("sleeper")["queue"]["processed"] != 1 {
+        assert!(Instant::now() < deadline, "{}", daemon.plugin("sleeper"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The sleeper is in its call now. The admin API answers at once …
+    for path in [
+        "/health",
+        "/metrics",
+        "/plugins",
+        "/plugins/sleeper",
+        "/plugins/hello",
+    ] {
+        let (status, text) = prompt(&daemon, "GET", path);
+        assert_eq!(status, 200, "{path}: {text}");
+    }
+    assert_eq!(daemon.plugin("sleeper")["state"], "running");
+    // … another plugin keeps processing …
+    for _ in 0..3 {
+        daemon.json("POST", "/messages", Some(r#"{"type":"ping","logger":"dee"}"#));
+        daemon.output("a greeting", of_type("hello.greeting"));
+    }
+    // … a new plugin dropped into the directory loads, and so does a reload.
+    std::fs::copy(guests::COUNTER, dirs.plugins.path().join("counter.wasm")).unwrap();
+    let deadline = Instant::now() + BOUND;
+    while daemon.request("GET", "/plugins/counter", None).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "counter did not load:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, _) = prompt(&daemon, "PUT", "/plugins/reload");
+    assert_eq!(status, 200);
+
+    // SIGTERM stops the daemon within its shutdown timeout, abandoning the sleeper.
+    let started = Instant::now();
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{status}: {log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        log.contains("still in a call at the end of the shutdown timeout") && log.contains("sleeper"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_start_function_that_blocks_holds_up_only_its_own_load() {
+    let dirs = Dirs::new(&[("hello.wasm", guests::HELLO)]);
+    dirs.sidecar("hello.toml", "[matcher]\ntype = \"ping\"\n");
+    let daemon = dirs.start(&["--no-stdin"]);
+    dirs.sidecar("sleeps-at-start.toml", "[limits]\ndeadline-ms = 120000\n");
+    std::fs::copy(
+        guests::SLEEPS_AT_START,
+        dirs.plugins.path().join("sleeps-at-start.wasm"),
+    )
+    .unwrap();
+    daemon.wait_log("loading plugin");
+    // While its start function sleeps: other loads, reloads, calls and status answer.
+    std::fs::copy(guests::COUNTER, dirs.plugins.path().join("counter.wasm")).unwrap();
+    let deadline = Instant::now() + BOUND;
+    while daemon.request("GET", "/plugins/counter", None).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "counter did not load:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, _) = prompt(&daemon, "PUT", "/plugins/reload");
+    assert_eq!(status, 200);
+    daemon.json("POST", "/messages", Some(r#"{"type":"ping","logger":"eve"}"#));
+    daemon.output("a greeting", of_type("hello.greeting"));
+    prompt(&daemon, "GET", "/metrics");
+    let started = Instant::now();
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{status}: {log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_sidecar_restart_section_brings_a_terminated_plugin_back() {
+    let dirs = Dirs::new(&[("fails.wasm", guests::FAILS)]);
+    dirs.sidecar(
+        "fails.toml",
+        "[matcher]\nall = true\n[limits]\nmax-consecutive-failures = 2\n[restart]\ninitial-backoff-ms = 100\n",
+    );
+    let daemon = dirs.start(&["--no-stdin"]);
+    // Every message fails: two in a row terminate it, each time it comes back.
+    for restarts in 1..=2 {
+        for _ in 0..2 {
+            daemon.json("POST", "/messages", Some(r#"{"type":"x"}"#));
+        }
+        let report = daemon.output("the termination report", of_type("corral.plugin-terminated"));
+        assert_eq!(field(&report, "plugin"), &Value::String("fails".into()));
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let status = daemon.plugin("fails");
+            if status["state"] == "running" && status["restart"]["restarts"] == restarts {
+                assert_eq!(status["stats"]["restarts"], restarts);
+                assert_eq!(status["restart"]["next_at_ns"], Json::Null);
+                break;
+            }
+            assert!(Instant::now() < deadline, "{status}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -16,6 +16,10 @@ mod limits;
 mod traps;
 // The termination policy: fatal failures and consecutive failures.
 mod termination;
+// The restart policy: back after a backoff that grows to a cap, or terminated for good.
+mod restart;
+// The deadline in wall time: sleeps, polls, blocking reads, start-up, save and restore.
+mod deadline;
 // Files that are not plugins, or not for this world, rejected with clear errors.
 mod loading;
 // What WASI grants a guest: clocks and random, and nothing else.

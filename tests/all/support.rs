@@ -61,3 +61,16 @@ pub fn message(type_: &str, logger: &str) -> Message {
         ..Message::new(type_)
     }
 }
+
+/// Waits until `condition` holds, checking every 10 ms, and panics naming `what` once
+/// `bound` has passed: a bounded wait on a condition, never a sleep and a hope.
+pub fn eventually(bound: std::time::Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + bound;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {bound:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
