@@ -11,7 +11,13 @@
 //! - [`Limits::max_consecutive_failures`] failures in a row: terminated.
 //!
 //! A terminated plugin refuses every call with [`CallError::Terminated`] and keeps its
-//! reason in [`PluginState`] until it is replaced by a new load.
+//! reason in [`PluginState`] until it is replaced by a new load, or, with a
+//! [`PluginOptions::restart`] policy, until its backoff ends and it restarts (see the
+//! `restart` module).
+//!
+//! The state, tier and stats are published apart from the call's lock: reading them
+//! never waits for a call in progress, however long the guest holds it (at most its
+//! deadline, blocking WASI calls included: see the `deadline` module).
 //!
 //! A call is all or nothing for its output: the messages a failed call emitted are
 //! discarded (and counted in [`Stats::discarded`]), so a caller never acts on half a
