@@ -21,10 +21,12 @@
 //! and a consumer tells a repeat from a new message by its id.
 //!
 //! **Lifecycle.** A worker follows its plugin's name across swaps (the new version
-//! continues from the cursor). A terminated plugin's cursor waits; when a new version
-//! replaces it, the worker rewinds to the last checkpoint, restores that checkpoint's
-//! state into the new version and forgets the store writes made since, so the new
-//! version replays from a consistent point. A plugin new to the daemon starts at the
+//! continues from the cursor). A terminated plugin's cursor waits. A plugin without
+//! state checkpoints where it stopped; one with state cannot save it any more, so when
+//! a new version replaces it the worker rewinds to the last checkpoint, restores that
+//! checkpoint's state into the new version and forgets the store writes made since: the
+//! new version replays from a consistent point (the message that terminated the old
+//! version included). A plugin new to the daemon starts at the
 //! end of the log, or at the earliest message kept with `start-from = "earliest"` in
 //! its sidecar. A plugin's termination is reported as Heka did: an emitted message of
 //! type `corral.plugin-terminated` with the plugin and the reason, and an error log
@@ -601,6 +603,13 @@ impl Work {
                 && let Some(p) = &plugin
                 && matches!(p.state(), PluginState::Terminated { .. })
             {
+                // A plugin without state checkpoints where it stopped (its store writes
+                // and position agree), so its replacement does not meet the message that
+                // terminated it again; one with state resumes from its last checkpoint,
+                // the state it had there.
+                if !p.preserves_state() {
+                    self.checkpoint();
+                }
                 terminated = Some(p.clone());
             }
             self.stats.waiting.store(terminated.is_some(), Ordering::Relaxed);

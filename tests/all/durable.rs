@@ -602,3 +602,33 @@ fn a_plugin_that_fell_behind_gets_its_messages_in_batches_in_order() {
         MESSAGES + 1
     );
 }
+
+#[test]
+fn a_terminated_plugins_cursor_waits_for_its_replacement() {
+    let dirs = Dirs::new(&[("probe", guests::BATCH_PROBE, ALL)]);
+    let daemon = dirs.start(&[]);
+    daemon.post_durably(r#"{"type":"fatal","payload":"stop"}"#);
+    wait_until("the plugin terminated", || {
+        daemon.plugin("probe")["state"] == "terminated"
+    });
+    daemon.post_durably(r#"[{"type":"ok","payload":"a"},{"type":"ok","payload":"b"}]"#);
+    wait_until("the reader to wait", || {
+        daemon.plugin("probe")["reader"]["waiting"] == true
+    });
+    assert!(daemon.plugin("probe")["lag"]["messages"].as_u64().unwrap() >= 2);
+    // The same file again brings a terminated plugin back.
+    std::fs::copy(guests::BATCH_PROBE, dirs.plugins.path().join("probe.wasm")).unwrap();
+    wait_until("the waiting messages processed", || {
+        let seen: Vec<String> = output(&dirs.output())
+            .into_iter()
+            .filter(|m| m.type_ == "probe.seen")
+            .map(|m| m.payload)
+            .collect();
+        seen == ["a", "b"]
+    });
+    let log = daemon.stop();
+    assert!(
+        log.contains("plugin terminated") || log.contains("terminated"),
+        "{log}"
+    );
+}
