@@ -50,6 +50,11 @@ bench: target
     cargo bench -p corral --bench sandboxes
     cargo bench -p corral --bench drop_to_serving
 
+# End to end through the daemon: 1,000,000 messages stdin → log → batch-filter → output,
+# durable and with --no-fsync; messages/s and peak RSS, and segment files against redb.
+bench-pipeline: target
+    cargo bench -p corral --bench pipeline
+
 # The soak: 10,000 traps and 1,000 swaps under load; fails on growth, failures or loss.
 soak: target
     cargo bench -p corral --bench soak

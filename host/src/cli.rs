@@ -63,9 +63,22 @@ struct RunArgs {
     /// Write emitted messages to FILE (appended) instead of stdout.
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// Messages each plugin's queue holds before more are turned away (and counted).
-    #[arg(long, value_name = "N", default_value_t = corral::DaemonConfig::DEFAULT_QUEUE)]
-    queue: usize,
+    /// The most unread bytes the message log under --data holds: at the bound, intake
+    /// waits (stdin is not read, POST /messages answers 503) until the slowest plugin
+    /// catches up. Bytes, or with a KiB, MiB or GiB suffix.
+    #[arg(long, value_name = "SIZE", default_value = corral::DaemonConfig::DEFAULT_MAX_LOG, value_parser = corral::parse_size)]
+    max_log: u64,
+    /// How often appended messages are made durable (group commit), in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10)]
+    commit_interval_ms: u64,
+    /// How often each plugin commits its checkpoint (position, state, store writes), in
+    /// milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    checkpoint_interval_ms: u64,
+    /// Commit the logs to the page cache without fsync: a crash of the daemon loses
+    /// nothing, a crash of the machine may lose the last commits.
+    #[arg(long)]
+    no_fsync: bool,
     /// Do not read messages from stdin.
     #[arg(long)]
     no_stdin: bool,
@@ -225,7 +238,16 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 output: args
                     .output
                     .map_or(corral::OutputTarget::Stdout, corral::OutputTarget::File),
-                queue_capacity: args.queue,
+                pipeline: corral::PipelineOptions {
+                    log: corral::LogOptions {
+                        max_bytes: args.max_log,
+                        // Small bounds get small segments, so read ones can go.
+                        segment_bytes: (args.max_log / 4).clamp(64 << 10, 16 << 20),
+                        commit_interval: std::time::Duration::from_millis(args.commit_interval_ms.max(1)),
+                        fsync: !args.no_fsync,
+                    },
+                    checkpoint_interval: std::time::Duration::from_millis(args.checkpoint_interval_ms.max(1)),
+                },
                 stdin: !args.no_stdin,
                 watch: corral::WatchOptions {
                     max_file_bytes: args.max_file_size,

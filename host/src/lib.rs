@@ -38,6 +38,7 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod admin;
 mod batch;
 mod cache;
+mod checkpoint;
 mod current;
 mod daemon;
 mod deadline;
@@ -45,6 +46,7 @@ mod error;
 mod host;
 mod imports;
 mod limits;
+mod log;
 mod matcher;
 mod message;
 mod output;
@@ -65,15 +67,18 @@ pub use daemon::{DaemonConfig, DaemonError, OutputTarget, run};
 pub use error::{CallError, LoadError, Mismatch, WORLD};
 pub use host::{CompileStats, Host, HostBuilder, HostError, content_version};
 pub use limits::{Limit, Limits, parse_size};
+pub use log::{LogOptions, Position};
 pub use matcher::{FieldCondition, Matcher, Names};
 pub use message::{DEFAULT_SEVERITY, Field, Message, Value, now_ns};
 pub use output::{LogLevel, LogLine, LogSource};
 pub use persist::{FLUSH_INTERVAL, OpenError, RedbStore};
-pub use pipeline::{MAX_BATCH, MAX_BATCH_BYTES, Pipeline, QueueStats, TERMINATED_TYPE, terminated_message};
+pub use pipeline::{
+    ID_FIELD, MAX_BATCH, MAX_BATCH_BYTES, PipelineOptions, TERMINATED_TYPE, terminated_message,
+};
 pub use plugin::{BatchOutcome, CallOutcome, DirGrant, Plugin, PluginOptions, PluginState};
 pub use registry::{Event, Installed, PluginHandle, PluginStatus, Registry, StateHandoff};
 pub use restart::{RestartPolicy, RestartStatus};
-pub use sidecar::Sidecar;
+pub use sidecar::{Sidecar, StartFrom};
 pub use stats::{EntryStats, Stats, TIMING_SAMPLE};
 pub use store::{KvStore, MemoryStore, StoreError};
 pub use tier::Tier;

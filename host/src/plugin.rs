@@ -953,6 +953,19 @@ impl Plugin {
         Retiring { plugin: self, cell }
     }
 
+    /// The guest's `state.save` now, without retiring the plugin (a checkpoint's state):
+    /// `None` when it does not export the interface, is terminated, retired, or has no
+    /// instance (after a trap).
+    pub(crate) fn save_state(&self) -> Option<Result<Vec<u8>, String>> {
+        let mut cell = lock(&self.cell);
+        if cell.retired || cell.state != PluginState::Running {
+            return None;
+        }
+        let sandbox = &mut cell.sandbox.as_mut()?.sandbox;
+        let funcs = sandbox.state?;
+        Some(self.run_state_call(sandbox, |store| funcs.save.call(store, ()).map(|(r,)| r)))
+    }
+
     /// Hands `data` to the guest's `state.restore`. On failure the instance is dropped,
     /// so the plugin starts empty rather than half-restored.
     pub(crate) fn restore_state(&self, data: Vec<u8>) -> Result<(), String> {

@@ -139,6 +139,9 @@ struct Inner {
     host: Host,
     /// Where state saved at the last shutdown is found, for a plugin's first load.
     saved: Mutex<Option<RedbStore>>,
+    /// Whether saved state stays after it is restored: the daemon's checkpoints keep it,
+    /// as the state at the checkpoint's position.
+    keep_saved: std::sync::atomic::AtomicBool,
     entries: RwLock<HashMap<String, Entry>>,
     subscribers: Mutex<Vec<Sender<Event>>>,
     /// The names being loaded, swapped or unloaded now: changes to one name happen one
@@ -222,6 +225,7 @@ impl Registry {
                 host,
                 entries: RwLock::new(HashMap::new()),
                 saved: Mutex::new(None),
+                keep_saved: std::sync::atomic::AtomicBool::new(false),
                 subscribers: Mutex::new(Vec::new()),
                 changing: (Mutex::new(HashSet::new()), Condvar::new()),
             }),
@@ -494,6 +498,14 @@ impl Registry {
         *lock(&self.inner.saved) = Some(store);
     }
 
+    /// Keeps saved state after restoring it instead of forgetting it: it is a
+    /// checkpoint's, and stays the state at that checkpoint until the next one.
+    pub(crate) fn keep_saved_state(&self) {
+        self.inner
+            .keep_saved
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn restore_saved(&self, name: &str, plugin: &Plugin, sidecar: &Sidecar) {
         let Some(store) = lock(&self.inner.saved).clone() else {
             return;
@@ -519,6 +531,9 @@ impl Registry {
                 Ok(()) => tracing::info!(plugin = name, "state restored from the last shutdown"),
                 Err(e) => tracing::warn!(plugin = name, "state restore failed, starting empty: {e}"),
             },
+        }
+        if self.inner.keep_saved.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
         }
         if let Err(e) = store.forget_state(name) {
             tracing::warn!(plugin = name, "cannot forget restored state: {e}");
@@ -580,6 +595,25 @@ impl Registry {
             registry: self,
             name: name.to_owned(),
         }
+    }
+
+    /// The preservation version from `name`'s sidecar.
+    pub(crate) fn preservation_version(&self, name: &str) -> u64 {
+        self.read()
+            .get(name)
+            .map_or(0, |e| e.sidecar.preservation_version)
+    }
+
+    /// Where a plugin new to the daemon starts reading the log, from its sidecar.
+    pub(crate) fn start_from(&self, name: &str) -> crate::sidecar::StartFrom {
+        self.read()
+            .get(name)
+            .map_or_else(Default::default, |e| e.sidecar.start_from)
+    }
+
+    /// `name`'s matcher (a plugin without one receives nothing).
+    pub(crate) fn matcher(&self, name: &str) -> Option<crate::matcher::Matcher> {
+        self.read().get(name).and_then(|e| e.sidecar.matcher.clone())
     }
 
     /// The ticker interval from `name`'s sidecar.

@@ -70,6 +70,20 @@ pub struct Sidecar {
     pub matcher: Option<Matcher>,
     /// How often the daemon calls `timer-event`; `None` (the default) means never.
     pub ticker_interval: Option<Duration>,
+    /// Where the daemon's log is read from by a plugin new to the daemon (one without a
+    /// checkpoint): `start-from = "end"` (the default) or `"earliest"`.
+    pub start_from: StartFrom,
+}
+
+/// Where a plugin new to the daemon starts reading its log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartFrom {
+    /// After the last message accepted: only what comes from now on.
+    #[default]
+    End,
+    /// From the earliest message the log still holds: reprocess history.
+    Earliest,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +91,7 @@ pub struct Sidecar {
 struct File {
     preservation_version: Option<u64>,
     ticker_interval_ms: Option<std::num::NonZeroU64>,
+    start_from: Option<StartFrom>,
     limits: Option<LimitsFile>,
     config: Option<BTreeMap<String, ConfigValue>>,
     permissions: Option<PermissionsFile>,
@@ -255,6 +270,7 @@ impl Sidecar {
             preservation_version: file.preservation_version.unwrap_or(0),
             matcher: file.matcher,
             ticker_interval: file.ticker_interval_ms.map(|ms| Duration::from_millis(ms.get())),
+            start_from: file.start_from.unwrap_or_default(),
         })
     }
 

@@ -36,6 +36,8 @@ mod hostile;
 mod bad_files;
 // `corral run`, the daemon, end to end against the real binary.
 mod daemon;
+// The daemon's durable log: bursts, backpressure, kill -9, corrupt tails, swaps.
+mod durable;
 // Plugins in Python and JavaScript: the counter's outcomes, swaps, limits, the cache.
 mod polyglot;
 // `corral new`: projects in Rust, Python and JavaScript that build and load.
