@@ -331,6 +331,25 @@ async fn metrics(State(admin): State<Admin>) -> Response {
         .into_response()
 }
 
+/// A label value as the Prometheus text format writes it: backslash, double quote and
+/// line feed escaped. Plugin names are kept to a safe alphabet where they enter (see
+/// `validate_name`), so this is the second of two guards, not the only one.
+fn label_value(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A per-plugin number: metric name, type, help, and how to read it from the stats.
 type Gauge = (&'static str, &'static str, &'static str, fn(&crate::Stats) -> u64);
 
@@ -345,7 +364,7 @@ fn prometheus(admin: &Admin) -> String {
                 let _ = writeln!(out, "corral_{name}{{{labels}}} {value}");
             }
         };
-    let label = |name: &str| format!("plugin=\"{name}\"");
+    let label = |name: &str| format!("plugin=\"{}\"", label_value(name));
     let loaded: Vec<_> = statuses
         .iter()
         .filter_map(|s| s.plugin.as_ref().map(|p| (s.name.as_str(), p.clone(), p.stats())))
@@ -369,7 +388,7 @@ fn prometheus(admin: &Admin) -> String {
         ),
         ("timer_event", |s: &crate::Stats| s.timer_event.clone()),
     ] {
-        let with_entry = |name: &str| format!("plugin=\"{name}\",entry=\"{entry}\"");
+        let with_entry = |name: &str| format!("plugin=\"{}\",entry=\"{entry}\"", label_value(name));
         family(
             &format!("{entry}_calls_total"),
             "counter",
@@ -570,4 +589,18 @@ fn prometheus(admin: &Admin) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label_value;
+
+    #[test]
+    fn label_values_are_escaped_per_the_exposition_format() {
+        assert_eq!(label_value("cpu"), "cpu");
+        assert_eq!(
+            label_value("a\"} 1\ncorral_forged{x=\"\\"),
+            "a\\\"} 1\\ncorral_forged{x=\\\"\\\\"
+        );
+    }
 }

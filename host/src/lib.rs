@@ -64,13 +64,13 @@ mod watcher;
 mod world;
 
 pub use daemon::{DaemonConfig, DaemonError, OutputTarget, run};
-pub use error::{CallError, LoadError, Mismatch, WORLD};
+pub use error::{CallError, LoadError, Mismatch, Violation, WORLD};
 pub use host::{CompileStats, Host, HostBuilder, HostError, content_version};
 pub use limits::{Limit, Limits, parse_size};
 pub use log::{LogOptions, Position};
 pub use matcher::{FieldCondition, Matcher, Names};
-pub use message::{DEFAULT_SEVERITY, Field, Message, Value, now_ns};
-pub use output::{LogLevel, LogLine, LogSource};
+pub use message::{DEFAULT_SEVERITY, Field, GUEST_LOGGER_FIELD, Message, Value, now_ns};
+pub use output::{LogLevel, LogLine, LogSource, escape};
 pub use persist::{FLUSH_INTERVAL, OpenError, RedbStore};
 pub use pipeline::{
     ID_FIELD, MAX_BATCH, MAX_BATCH_BYTES, PipelineOptions, TERMINATED_TYPE, terminated_message,

@@ -43,11 +43,11 @@ use wasmtime::Trap;
 use wasmtime::component::Resource;
 
 use crate::batch::Messages;
-use crate::error::{CallError, LoadError};
+use crate::error::{CallError, LoadError, Violation};
 use crate::limits::{Limit, Limits};
 use crate::lock;
 use crate::message::Message;
-use crate::output::LogLine;
+use crate::output::{LogGate, LogLine, escape, escaped_len};
 use crate::restart::{RestartPolicy, RestartStatus, Restarts};
 use crate::sandbox::{Entries, Sandbox, SandboxSpec, StartError};
 use crate::stats::Stats;
@@ -157,6 +157,8 @@ pub struct Plugin {
     tier: AtomicU8,
     /// The plugin itself, once shared, for a restart that comes due with no call.
     this: OnceLock<Weak<Plugin>>,
+    /// The rate of the host's log lines about the plugin, shared with its guest's.
+    gate: Arc<Mutex<LogGate>>,
 }
 
 struct Cell {
@@ -272,6 +274,7 @@ impl Plugin {
             tier: AtomicU8::new(tier_code(code_tier)),
             this: OnceLock::new(),
             restart,
+            gate: spec.output.gate(),
             spec,
             version,
             report,
@@ -481,13 +484,20 @@ impl Plugin {
                 // if each message had been a call of its own.
                 let mut next = 0;
                 let mut too_many = None;
+                // One line for the batch, not one per failed message: the host's log
+                // about a plugin is aggregated and rate-limited.
+                if let Some((index, error)) = done.failed.first() {
+                    self.warn(format_args!(
+                        "{} of {messages} messages of a batch failed, the first (message {index}): {error}",
+                        done.failed.len()
+                    ));
+                }
                 for (index, error) in &done.failed {
                     if *index != next {
                         cell.consecutive_failures = 0;
                     }
                     cell.consecutive_failures += 1;
                     next = index + 1;
-                    tracing::warn!(plugin = self.name(), %error, "message {index} of a batch failed");
                     stats.last_error = Some(error.to_string());
                     if cell.consecutive_failures >= max && too_many.is_none() {
                         too_many = Some(format!(
@@ -518,11 +528,20 @@ impl Plugin {
                 if let Some(reason) = reason {
                     self.terminate(&mut cell, &mut stats, reason);
                 } else {
-                    tracing::warn!(plugin = self.name(), %error, "call failed");
+                    self.warn(format_args!("call failed: {error}"));
                 }
             }
         }
         result
+    }
+
+    /// Logs a warning about the plugin, through its log gate (see [`LogGate`]).
+    fn warn(&self, line: std::fmt::Arguments<'_>) {
+        let admitted = lock(&self.gate).admit();
+        if let Some(suppressed) = admitted {
+            crate::output::report_suppressed(self.name(), suppressed);
+            tracing::warn!(plugin = self.name(), "{line}");
+        }
     }
 
     fn terminate(&self, cell: &mut Cell, stats: &mut Stats, reason: String) {
@@ -738,6 +757,7 @@ impl Plugin {
             let data = store.data_mut();
             data.emitted.clear();
             data.emit_refused = false;
+            data.violation = None;
             data.limiter.refused = None;
         }
         // Every entry point's answer as the failures it reports, by message.
@@ -789,6 +809,7 @@ impl Plugin {
         let memory_refused = data.limiter.refused;
         let emit_refused = data.emit_refused;
         let deadline_hit = data.deadline.hit;
+        let violation = data.violation.take();
 
         let limits = &self.spec.limits;
         let limit = |limit: Limit, detail: String| CallError::Limit {
@@ -805,25 +826,58 @@ impl Plugin {
                 format!("a batch of {n} messages")
             }
         };
-        let result = match result {
-            Ok(failures) if failures.is_empty() => Ok(Done {
+        // Failure reasons are guest text the host writes too: they count against the
+        // call's output budget, at their escaped size.
+        let output_limit = || {
+            limit(
+                Limit::Output,
+                format!(
+                    "{} may write {} bytes (logs, stdout, stderr, emitted messages and failure reasons)",
+                    a_call(),
+                    limits.output_bytes.saturating_mul(n)
+                ),
+            )
+        };
+        let result = match result.map(|failures| check_failures(failures, messages)) {
+            Ok(Ok(failures)) if failures.is_empty() => Ok(Done {
                 outcome: CallOutcome {
                     emitted,
                     logs: output.lines,
                 },
                 failed: Vec::new(),
             }),
-            Ok(failures) => {
+            Ok(Err(violation)) => {
+                // Handled as a trap: what else the instance believes is not to be trusted.
+                *sandbox = None;
+                facts.memory = 0;
+                Err(CallError::Violation {
+                    plugin: plugin(),
+                    violation,
+                })
+            }
+            Ok(Ok(failures))
+                if output.used.saturating_add(
+                    failures
+                        .iter()
+                        .map(|(_, f)| escaped_len(failure_text(f)) as u64)
+                        .sum::<u64>(),
+                ) > limits.output_bytes.saturating_mul(n) =>
+            {
+                *sandbox = None;
+                facts.memory = 0;
+                Err(output_limit())
+            }
+            Ok(Ok(failures)) => {
                 let fatal = failures.iter().find(|(_, f)| matches!(f, Failure::Fatal(_)));
                 match (fatal, &failures[..]) {
                     (Some((_, Failure::Fatal(message))), _) => Err(CallError::Fatal {
                         plugin: plugin(),
-                        message: message.clone(),
+                        message: escape(message).into_owned(),
                     }),
                     // One message that failed is a failed call.
                     (_, [(_, Failure::NonFatal(message))]) if n == 1 => Err(CallError::Failed {
                         plugin: plugin(),
-                        message: message.clone(),
+                        message: escape(message).into_owned(),
                     }),
                     _ => Ok(Done {
                         outcome: CallOutcome {
@@ -833,14 +887,11 @@ impl Plugin {
                         failed: failures
                             .into_iter()
                             .map(|(index, failure)| {
-                                let message = match failure {
-                                    Failure::NonFatal(message) | Failure::Fatal(message) => message,
-                                };
                                 (
                                     index as usize,
                                     CallError::Failed {
                                         plugin: plugin(),
-                                        message,
+                                        message: escape(failure_text(&failure)).into_owned(),
                                     },
                                 )
                             })
@@ -874,15 +925,13 @@ impl Plugin {
                             limits.memory_bytes
                         ),
                     )
+                } else if let Some(violation) = violation {
+                    CallError::Violation {
+                        plugin: plugin(),
+                        violation,
+                    }
                 } else if output.exceeded {
-                    limit(
-                        Limit::Output,
-                        format!(
-                            "{} may write {} bytes (logs, stdout, stderr and emitted messages)",
-                            a_call(),
-                            limits.output_bytes.saturating_mul(n)
-                        ),
-                    )
+                    output_limit()
                 } else if emit_refused {
                     limit(
                         Limit::Emits,
@@ -902,19 +951,26 @@ impl Plugin {
                         Some(&trap) => match panic_message(&output.stderr) {
                             Some(message) if trap == Trap::UnreachableCodeReached => CallError::Panic {
                                 plugin: plugin(),
-                                message,
+                                message: escape(&message).into_owned(),
                             },
                             _ => CallError::Trap {
                                 plugin: plugin(),
                                 trap,
                             },
                         },
-                        None => match trap.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                            Some(exit) => CallError::Host {
+                        None => match classify(&trap) {
+                            Fault::HostCopy => limit(
+                                Limit::HostCopy,
+                                format!(
+                                    "one host call may copy {} bytes out of the sandbox (its memory limit)",
+                                    hostcall_fuel(limits)
+                                ),
+                            ),
+                            Fault::Guest(violation) => CallError::Violation {
                                 plugin: plugin(),
-                                reason: format!("the guest called exit({})", exit.0),
+                                violation,
                             },
-                            None => CallError::Host {
+                            Fault::Host => CallError::Host {
                                 plugin: plugin(),
                                 reason: format!("{trap:#}"),
                             },
@@ -1001,7 +1057,8 @@ impl Plugin {
         self.spec.output.end();
         let deadline_hit = sandbox.store.data().deadline.hit;
         match result {
-            Ok(result) => result,
+            // The guest's own reason, escaped: it reaches the host's log.
+            Ok(result) => result.map_err(|reason| escape(&reason).into_owned()),
             Err(trap) => Err(match trap.downcast_ref::<Trap>() {
                 _ if deadline_hit => self.deadline_text(),
                 Some(Trap::Interrupt) => self.deadline_text(),
@@ -1049,6 +1106,104 @@ impl Retiring<'_> {
     pub fn drop_instance(&mut self) {
         self.cell.sandbox = None;
     }
+}
+
+/// The bytes one host call may copy out of a sandbox with these limits (wasmtime's
+/// hostcall fuel, 128 MiB by default): its memory limit, since a guest that hands the
+/// host more than it can hold is repeating itself (the same string a million times).
+pub(crate) fn hostcall_fuel(limits: &Limits) -> usize {
+    usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX)
+}
+
+/// The failures `process-batch` returned, if they are strictly increasing indices inside
+/// the batch (so at most one per message); the contract it broke otherwise.
+fn check_failures(failures: Vec<(u32, Failure)>, messages: usize) -> Result<Vec<(u32, Failure)>, Violation> {
+    let mut previous: Option<u32> = None;
+    for &(index, _) in &failures {
+        if index as usize >= messages {
+            return Err(Violation::FailureOutOfRange { index, messages });
+        }
+        if let Some(previous) = previous.filter(|p| index <= *p) {
+            return Err(Violation::FailureOrder { index, previous });
+        }
+        previous = Some(index);
+    }
+    Ok(failures)
+}
+
+fn failure_text(failure: &Failure) -> &str {
+    match failure {
+        Failure::NonFatal(message) | Failure::Fatal(message) => message,
+    }
+}
+
+/// Whose fault an error that is not a wasm trap is.
+#[derive(Debug, PartialEq)]
+enum Fault {
+    /// The guest made the host copy more than its hostcall fuel.
+    HostCopy,
+    /// The guest broke the canonical ABI or called `exit`.
+    Guest(Violation),
+    /// Something of the host's own.
+    Host,
+}
+
+/// Tells the guest's own faults from the host's in an error that ended a call without a
+/// wasm trap. Wasmtime reports canonical-ABI faults (a pointer outside memory, a bad
+/// `cabi_realloc` result, an invalid discriminant, too many handles) as untyped errors,
+/// so they are recognised by their text, as wasmtime 48 writes it: the hostile tests
+/// (`tests/all/integrity.rs`) catch a wasmtime upgrade that changes one.
+fn classify(error: &wasmtime::Error) -> Fault {
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return Fault::Guest(Violation::Exit { code: exit.0 });
+    }
+    // The root cause: what went wrong, without the wasm backtrace wrapped around it.
+    let text = error.root_cause().to_string();
+    if error.downcast_ref::<std::str::Utf8Error>().is_some() {
+        return Fault::Guest(Violation::InvalidValue { reason: text });
+    }
+    if text.contains("fuel allocated for hostcalls has been exhausted") {
+        return Fault::HostCopy;
+    }
+    if text.contains("handle limit exceeded") || text.contains("too many active lends") {
+        return Fault::Guest(Violation::TooManyHandles { reason: text });
+    }
+    if error
+        .downcast_ref::<wasmtime::component::ResourceTableError>()
+        .is_some()
+    {
+        return Fault::Guest(Violation::InvalidValue { reason: text });
+    }
+    const ABI: &[&str] = &[
+        "realloc return:",
+        "pointer out of bounds",
+        "out of bounds of memory",
+        "not aligned",
+        "pointer size overflow",
+        "size overflow copying",
+        "byte length overflow",
+        "byte length too large",
+        "discriminant",
+        "invalid utf8 encoding",
+        "invalid utf16 encoding",
+        "out of range for `char`",
+        "unknown handle index",
+        "is not a resource",
+        "is not an own resource",
+        "handle is not",
+        "cannot lift own resource from a borrow",
+        "cannot lower a `borrow` resource into an `own`",
+        "cannot remove owned resource while borrowed",
+        "borrow handles still remain",
+        "resource type mismatch",
+        "mismatched resource types",
+        "host resource already consumed",
+    ];
+    let lower = text.to_ascii_lowercase();
+    if ABI.iter().any(|pattern| lower.contains(pattern)) {
+        return Fault::Guest(Violation::InvalidValue { reason: text });
+    }
+    Fault::Host
 }
 
 /// Why the guest aborted, from what its language's runtime printed on stderr before the

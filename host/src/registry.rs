@@ -19,7 +19,7 @@
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
@@ -133,6 +133,9 @@ struct Entry {
     loaded_at: Option<SystemTime>,
     load_error: Option<String>,
     path: Option<PathBuf>,
+    /// The file of the last failed load, when it came from a file: a failure is
+    /// forgotten with its file (see [`Registry::forget_failed`]).
+    failed_path: Option<PathBuf>,
 }
 
 struct Inner {
@@ -425,7 +428,7 @@ impl Registry {
                 plugin
             }
             Err(error) => {
-                self.fail(name, &error);
+                self.fail(name, &error, path.as_deref());
                 return Err(error);
             }
         };
@@ -435,6 +438,7 @@ impl Registry {
             loaded_at: Some(SystemTime::now()),
             load_error: None,
             path,
+            failed_path: None,
         };
         let Some(old) = current.plugin else {
             self.restore_saved(name, &new, &sidecar);
@@ -641,16 +645,51 @@ impl Registry {
         true
     }
 
-    /// Records a failed load of `name` (a bad file or sidecar) without touching the
-    /// serving version.
-    pub(crate) fn fail(&self, name: &str, error: &LoadError) {
+    /// Records a failed load of `name` (a bad file or sidecar, from `path` if it came from
+    /// a file) without touching the serving version. A name outside the policy
+    /// ([`crate::host::validate_name`]) is never recorded: it is not a plugin, and would
+    /// carry whatever a file name holds into listings and metrics.
+    pub(crate) fn fail(&self, name: &str, error: &LoadError, path: Option<&Path>) {
         let error = error.to_string();
+        let shown = crate::output::escape(name);
+        if crate::host::validate_name(name).is_err() {
+            // The name is not a plugin's: it is shown escaped, and only here.
+            tracing::warn!(name = %shown, "refused: {error}");
+            return;
+        }
         tracing::warn!(plugin = name, "load failed, any serving version stays: {error}");
-        self.write().entry(name.to_owned()).or_default().load_error = Some(error.clone());
+        {
+            let mut entries = self.write();
+            let entry = entries.entry(name.to_owned()).or_default();
+            entry.load_error = Some(error.clone());
+            entry.failed_path = path.map(Path::to_owned);
+        }
         self.send(Event::Failed {
             name: name.to_owned(),
             error,
         });
+    }
+
+    /// Forgets the failed load of `name` from `path` when nothing serves the name: its
+    /// file is gone. Returns whether it did.
+    pub(crate) fn forget_failed(&self, name: &str, path: &Path) -> bool {
+        let mut entries = self.write();
+        let forget = entries
+            .get(name)
+            .is_some_and(|e| e.plugin.is_none() && e.failed_path.as_deref() == Some(path));
+        if forget {
+            entries.remove(name);
+        }
+        forget
+    }
+
+    /// The file of the last failed load of `name`, if it came from one and nothing
+    /// serves the name.
+    pub(crate) fn failed_path_of(&self, name: &str) -> Option<PathBuf> {
+        self.read()
+            .get(name)
+            .filter(|e| e.plugin.is_none())
+            .and_then(|e| e.failed_path.clone())
     }
 
     /// The file `name` was loaded from, if any.

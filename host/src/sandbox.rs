@@ -49,6 +49,9 @@ pub(crate) struct SandboxState {
     pub emit_cap: usize,
     /// Set when the call in progress tried to emit past the emit cap.
     pub emit_refused: bool,
+    /// How the guest broke the contract in the call in progress, if it did (an emitted
+    /// message the host refused).
+    pub violation: Option<crate::error::Violation>,
     /// The message the call in progress was given, lent without a copy; the guest's
     /// `borrow<message>` handle always refers to it.
     pub message: Current,
@@ -277,11 +280,15 @@ impl SandboxSpec {
             emitted: Vec::new(),
             emit_cap: 0,
             emit_refused: false,
+            violation: None,
             message: Current::default(),
             deadline: Deadline::new(self.ticks.clone(), self.epoch_tick),
         };
         let mut store = Store::new(code.pre.component().engine(), state);
         store.limiter(|s| &mut s.limiter);
+        // What one host call may copy out of the guest (wasmtime's default is 128 MiB):
+        // no more than the sandbox may hold. Running out is `Limit::HostCopy`.
+        store.set_hostcall_fuel(crate::plugin::hostcall_fuel(&self.limits));
         self.arm(&mut store)?;
         let instance = code.pre.instantiate(&mut store);
         self.output.end();

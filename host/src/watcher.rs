@@ -382,7 +382,11 @@ impl Spot {
             self.registry
                 .statuses()
                 .into_iter()
-                .filter(|s| s.path.as_ref().and_then(|p| p.parent()) == Some(dir.as_path()))
+                .filter(|s| {
+                    let from_here =
+                        |p: Option<PathBuf>| p.as_ref().and_then(|p| p.parent()) == Some(dir.as_path());
+                    from_here(s.path.clone()) || from_here(self.registry.failed_path_of(&s.name))
+                })
                 .map(|s| s.name),
         );
         names.retain(|name| self.request(name));
@@ -401,11 +405,16 @@ impl Spot {
         }
         let settled = match self.look(name, &wasm, &toml) {
             Ok(Look::Gone) => {
-                // Gone (or only a sidecar is left): unload what this file had loaded.
+                // Gone (or only a sidecar is left): unload what this file had loaded, and
+                // forget a failure it caused.
                 if self.registry.path_of(name).as_deref() == Some(wasm.as_path()) {
                     self.registry.unload(name);
                 }
-                true
+                self.registry.forget_failed(name, &wasm);
+                // Nothing to remember of a name that is gone: the map does not grow with
+                // every name ever seen.
+                seen().remove(name);
+                return;
             }
             // Still being written: its next write brings another event.
             Ok(Look::Changing) => false,
@@ -415,7 +424,7 @@ impl Spot {
                 true
             }
             Err(error) => {
-                self.registry.fail(name, &error);
+                self.registry.fail(name, &error, Some(&wasm));
                 true
             }
         };

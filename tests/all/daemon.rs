@@ -829,3 +829,148 @@ fn a_sidecar_restart_section_brings_a_terminated_plugin_back() {
         }
     }
 }
+/// Every line of `text` fits the Prometheus text exposition grammar: a `# HELP` or
+/// `# TYPE` comment, or `name{label="value",…} number` with label values escaped.
+fn assert_exposition(text: &str) {
+    let word = |b: &[u8], mut i: usize| {
+        while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+            i += 1;
+        }
+        i
+    };
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix("# ") {
+            assert!(
+                comment.starts_with("HELP corral_") || comment.starts_with("TYPE corral_"),
+                "{line:?}"
+            );
+            continue;
+        }
+        let b = line.as_bytes();
+        let mut i = word(b, 0);
+        assert!(line.starts_with("corral_") && i > 0, "bad metric name: {line:?}");
+        if b.get(i) == Some(&b'{') {
+            i += 1;
+            loop {
+                let end = word(b, i);
+                assert!(end > i && b[end..].starts_with(b"=\""), "bad label: {line:?}");
+                i = end + 2;
+                loop {
+                    match b.get(i) {
+                        Some(b'\\') => {
+                            assert!(
+                                matches!(b.get(i + 1), Some(b'\\' | b'"' | b'n')),
+                                "bad escape: {line:?}"
+                            );
+                            i += 2;
+                        }
+                        Some(b'"') => break,
+                        Some(_) => i += 1,
+                        None => panic!("unterminated label value: {line:?}"),
+                    }
+                }
+                i += 1;
+                match b.get(i) {
+                    Some(b',') => i += 1,
+                    Some(b'}') => {
+                        i += 1;
+                        break;
+                    }
+                    _ => panic!("bad labels: {line:?}"),
+                }
+            }
+        }
+        let value = line[i..]
+            .strip_prefix(' ')
+            .unwrap_or_else(|| panic!("no value: {line:?}"));
+        assert!(value.parse::<f64>().is_ok(), "bad value: {line:?}");
+    }
+}
+
+#[test]
+fn guest_text_cannot_forge_lines_of_the_daemon_log() {
+    let dirs = Dirs::new(&[("forger.wasm", guests::FORGER)]);
+    dirs.sidecar("forger.toml", "[matcher]\nall = true\n");
+    let mut daemon = dirs.start(&[]);
+    daemon.send(r#"{"type":"log","payload":"ok\nINFO victim: forged\n{\"type\":\"x\"}\u001b[31m"}"#);
+    daemon.send(r#"{"type":"fail","payload":"bad\nERROR victim: forged"}"#);
+    daemon.send(r#"{"type":"panic","payload":"boom\nWARN victim: forged"}"#);
+    daemon.wait_log(r"ok\nINFO victim: forged\n{");
+    daemon.wait_log(r"bad\nERROR victim: forged");
+    daemon.wait_log(r"boom\nWARN victim: forged");
+    let (_, log) = daemon.terminate();
+    for line in log.lines() {
+        assert!(
+            !["INFO victim", "ERROR victim", "WARN victim", "{\"type\""]
+                .iter()
+                .any(|forged| line.starts_with(forged)),
+            "a forged line: {line:?}"
+        );
+    }
+    assert!(!log.contains('\x1b'), "a raw escape reached the terminal");
+}
+
+#[test]
+fn the_daemons_log_about_one_plugin_is_rate_limited() {
+    let dirs = Dirs::new(&[("forger.wasm", guests::FORGER)]);
+    dirs.sidecar(
+        "forger.toml",
+        "[matcher]\nall = true\n[limits]\nmax-consecutive-failures = 100000\n",
+    );
+    let mut daemon = dirs.start(&[]);
+    // Fewer than the queue holds (1,024), so none is turned away.
+    for i in 0..1_000 {
+        daemon.send(&format!(r#"{{"type":"fail","payload":"failure {i}"}}"#));
+    }
+    daemon.wait_log("suppressed");
+    let bound = Instant::now() + BOUND;
+    while daemon.plugin("forger")["stats"]["process_message"]["failures"] != 1_000 {
+        assert!(Instant::now() < bound, "{}", daemon.plugin("forger"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = daemon.log();
+    let lines = log.lines().filter(|l| l.contains("failure ")).count();
+    // A burst of 100 and 20 a second after it, for as long as the run took; far from
+    // one line per failure.
+    assert!(lines < 500, "{lines} lines about one plugin");
+}
+
+#[test]
+fn a_file_name_that_would_break_metrics_is_refused_and_forgotten() {
+    let evil = "evil\"} 1\ncorral_forged{x=\"y";
+    let dirs = Dirs::new(&[("hello.wasm", guests::HELLO)]);
+    std::fs::copy(guests::HELLO, dirs.plugins.path().join(format!("{evil}.wasm"))).unwrap();
+    std::fs::write(dirs.plugins.path().join("broken.wasm"), b"not wasm").unwrap();
+    let daemon = dirs.start(&["--no-stdin"]);
+    let plugins = daemon.json("GET", "/plugins", None);
+    let names: Vec<&str> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["broken", "hello"], "{plugins}");
+    let (status, metrics) = daemon.request("GET", "/metrics", None);
+    assert_eq!(status, 200);
+    assert_exposition(&metrics);
+    assert!(!metrics.contains("corral_forged"), "{metrics}");
+    assert!(
+        metrics.contains(r#"corral_plugin_up{plugin="broken"} 0"#),
+        "{metrics}"
+    );
+    daemon.wait_log("refused");
+    std::fs::remove_file(dirs.plugins.path().join(format!("{evil}.wasm"))).unwrap();
+    std::fs::remove_file(dirs.plugins.path().join("broken.wasm")).unwrap();
+    let plugins = daemon.json("PUT", "/plugins/reload", None);
+    let names: Vec<&str> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["hello"],
+        "a failure is forgotten with its file: {plugins}"
+    );
+}

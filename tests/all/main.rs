@@ -32,6 +32,9 @@ mod cli;
 mod hot_swap;
 // Hostile guests: exact typed outcomes, the host up, the others answering.
 mod hostile;
+// What guests hand the host, checked: emitted messages, caps at written size, batch
+// failures, escaped guest text, names, canonical-ABI faults.
+mod integrity;
 // Bad files in the watch directory: clear errors, nothing replaced, host up.
 mod bad_files;
 // `corral run`, the daemon, end to end against the real binary.
