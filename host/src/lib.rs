@@ -38,9 +38,12 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod admin;
 mod batch;
 mod cache;
+mod compile;
 mod current;
 mod daemon;
+mod engine;
 mod error;
+mod grants;
 mod host;
 mod imports;
 mod limits;
@@ -59,6 +62,7 @@ mod tier;
 mod watcher;
 mod world;
 
+pub use compile::{CompileLimit, CompileLimits, CompileWorker, ComponentCost, compile_worker_main};
 pub use daemon::{DaemonConfig, DaemonError, OutputTarget, run};
 pub use error::{CallError, LoadError, Mismatch, WORLD};
 pub use host::{CompileStats, Host, HostBuilder, HostError, content_version};
