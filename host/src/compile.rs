@@ -69,9 +69,10 @@ pub struct CompileLimits {
     pub max_elements: u64,
     /// Core modules, nested ones included (`max-modules`).
     pub max_modules: u64,
-    /// Components nested inside the plugin's component (`max-components`, default 0):
-    /// calls between components go through adapters wasmtime 48.0.8 gets wrong for
-    /// borrowed resources (GHSA-6fr9-xmw9-5352), and no guest toolchain here makes them.
+    /// Components nested inside the plugin's component (`max-components`;
+    /// componentize-py nests two, componentize-js one). Set it to 0 to refuse composed
+    /// components, whose calls between components go through the adapters of
+    /// GHSA-6fr9-xmw9-5352 (docs/security.md).
     pub max_components: u64,
     /// Core and component instances (`max-instances`).
     pub max_instances: u64,
@@ -92,11 +93,11 @@ impl Default for CompileLimits {
             max_functions: 200_000,
             max_function_bytes: 2 << 20,
             max_locals: 20_000,
-            max_nesting: 1_000,
+            max_nesting: 5_000,
             max_data_bytes: 64 << 20,
             max_elements: 1_000_000,
             max_modules: 100,
-            max_components: 0,
+            max_components: 16,
             max_instances: 1_000,
             max_types: 100_000,
             time: Duration::from_secs(120),

@@ -117,12 +117,12 @@ fn each_static_limit_refuses_its_bomb_before_compiling() {
         ),
         (
             CompileLimit::Components,
-            bombs::append(
-                guests::HELLO,
-                &[&wasm_encoder::NestedComponentSection(
-                    &wasm_encoder::Component::new(),
-                )],
-            ),
+            {
+                let empty = wasm_encoder::Component::new();
+                let nested = wasm_encoder::NestedComponentSection(&empty);
+                let sections = vec![&nested as &dyn bombs::Section; d.max_components as usize + 1];
+                bombs::append(guests::HELLO, &sections)
+            },
             d.clone(),
         ),
         (
@@ -195,7 +195,7 @@ fn the_bombs_fit_their_world_and_compile_without_the_limit() {
 /// A component within every static limit whose optimising compile takes seconds and
 /// hundreds of MiB.
 pub fn costly() -> Vec<u8> {
-    bombs::with_module(guests::HELLO, bombs::costly_function(4_000, 120_000))
+    bombs::with_module(guests::HELLO, bombs::costly_function(15_000, 200_000))
 }
 
 #[test]
@@ -235,7 +235,7 @@ fn a_compile_past_its_time_bound_is_stopped_in_the_worker() {
 fn a_compile_past_its_memory_bound_is_stopped_and_the_host_stays_small() {
     let bomb = costly();
     let limits = CompileLimits {
-        memory_bytes: 96 << 20,
+        memory_bytes: 48 << 20,
         ..CompileLimits::default()
     };
     let host = host_with_worker(limits);
@@ -249,7 +249,7 @@ fn a_compile_past_its_memory_bound_is_stopped_and_the_host_stays_small() {
                 limit: CompileLimit::Memory,
                 max,
                 ..
-            } if max == 96 << 20
+            } if max == 48 << 20
         ),
         "{error}"
     );
@@ -379,7 +379,7 @@ fn every_real_guest_is_well_within_the_default_limits() {
         max_data_bytes: defaults.max_data_bytes / 4,
         max_elements: defaults.max_elements / 4,
         max_modules: defaults.max_modules / 4,
-        max_components: 0,
+        max_components: defaults.max_components / 4,
         max_instances: defaults.max_instances / 4,
         max_types: defaults.max_types / 4,
         ..defaults.clone()
