@@ -50,7 +50,6 @@ pub(crate) fn config(settings: &EngineSettings) -> Config {
         .wasm_multi_memory(false)
         .wasm_tail_call(false)
         .wasm_relaxed_simd(false)
-        .wasm_extended_const(false)
         .wasm_features(wasmtime::WasmFeatures::FUNCTION_REFERENCES, false)
         // Built without the `gc` feature, wasmtime 48.0.8 still takes the GC proposal's
         // function subtypes and aborts the process on their run-time check

@@ -121,14 +121,6 @@ fn a_component_using_a_proposal_turned_off_is_refused_naming_it() {
             "relaxed SIMD",
         ),
         (
-            "extended-const",
-            global(
-                ValType::I32,
-                ConstExpr::i32_const(1).with_i32_const(2).with_i32_add(),
-            ),
-            "constant expression required: non-constant operator: i32.add",
-        ),
-        (
             "function-references",
             global(
                 ValType::Ref(RefType {
