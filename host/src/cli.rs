@@ -45,6 +45,42 @@ enum Command {
     /// Run the daemon: watch DIR for plugins, route JSON-line messages from stdin and
     /// the admin API to them, run their timers, write what they emit as JSON lines.
     Run(RunArgs),
+    /// Compile a component read on stdin for the host that started this process (the
+    /// compile worker: see `corral::CompileWorker`).
+    #[command(hide = true)]
+    CompileWorker,
+}
+
+/// The arguments that make `corral` a compile worker.
+const COMPILE_WORKER: &str = "compile-worker";
+
+/// How compiles are bounded: `--compile-limit KEY=VALUE`, and the worker.
+#[derive(Debug, Args)]
+struct CompileArgs {
+    /// Change one compile limit, e.g. `max-function-size=4MiB` or `compile-time=300s`
+    /// (repeatable; `corral` prints the keys when given a wrong one). See
+    /// docs/security.md, "Compiles".
+    #[arg(long = "compile-limit", value_name = "KEY=VALUE")]
+    compile_limits: Vec<String>,
+}
+
+impl CompileArgs {
+    fn limits(&self) -> anyhow::Result<corral::CompileLimits> {
+        let mut limits = corral::CompileLimits::default();
+        for pair in &self.compile_limits {
+            let (key, value) = pair
+                .split_once('=')
+                .with_context(|| format!("--compile-limit `{pair}`: expected KEY=VALUE"))?;
+            limits.set(key.trim(), value.trim()).map_err(anyhow::Error::msg)?;
+        }
+        Ok(limits)
+    }
+
+    /// This program, run as a compile worker.
+    fn worker() -> anyhow::Result<corral::CompileWorker> {
+        let program = std::env::current_exe().context("cannot find the `corral` program to compile in")?;
+        Ok(corral::CompileWorker::new(program).arg(COMPILE_WORKER))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +133,13 @@ struct RunArgs {
     /// from baseline (Winch) code within milliseconds while Cranelift compiles behind.
     #[arg(long)]
     no_baseline: bool,
+    /// Allow a sidecar to grant a directory that covers `/`, the watch directory, the
+    /// data directory or the compile cache (refused by default: such a grant hands a
+    /// plugin its own code, or native code the host runs).
+    #[arg(long)]
+    allow_broad_grants: bool,
+    #[command(flatten)]
+    compile: CompileArgs,
     /// On SIGINT or SIGTERM, how long to wait for plugins to finish their queued
     /// messages and save their state before a stuck one is abandoned (e.g. `10s`,
     /// `500ms`).
@@ -150,20 +193,25 @@ struct CacheArgs {
     /// JavaScript plugin load in a fraction of a second after the first time.
     #[arg(long)]
     no_cache: bool,
+    #[command(flatten)]
+    compile: CompileArgs,
 }
 
 impl CacheArgs {
-    /// A host with the user's compile cache, unless --no-cache or there is no home.
+    /// A host with the user's compile cache, unless --no-cache or there is no home, and
+    /// compiles bounded in a worker.
     fn host(&self) -> anyhow::Result<Host> {
         let dir = std::env::var_os("XDG_CACHE_HOME")
             .filter(|d| !d.is_empty())
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
-        let host = match dir {
-            Some(dir) if !self.no_cache => Host::builder().cache_dir(dir.join("corral")).build()?,
-            _ => Host::new()?,
-        };
-        Ok(host)
+        let mut host = Host::builder()
+            .compile_limits(self.compile.limits()?)
+            .compile_worker(CompileArgs::worker()?);
+        if let Some(dir) = dir.filter(|_| !self.no_cache) {
+            host = host.cache_dir(dir.join("corral"));
+        }
+        Ok(host.build()?)
     }
 }
 
@@ -202,6 +250,10 @@ impl LimitArgs {
 
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if let Command::CompileWorker = cli.command {
+        // Nothing but the compiled code may reach stdout, and no logging is set up.
+        return Ok(corral::compile_worker_main());
+    }
     // Guest lines at info and up; the library's own "call failed" warnings would repeat
     // the error `call` prints last, so only its errors show by default.
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -229,6 +281,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::CompileWorker => Ok(corral::compile_worker_main()),
         Command::Run(args) => {
             corral::run(corral::DaemonConfig {
                 dir: args.dir,
@@ -257,6 +310,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 pool: args.pool,
                 baseline: !args.no_baseline,
                 shutdown_timeout: args.shutdown_timeout,
+                compile_limits: args.compile.limits()?,
+                compile_worker: Some(CompileArgs::worker()?),
+                allow_broad_grants: args.allow_broad_grants,
             })?;
             Ok(ExitCode::SUCCESS)
         }

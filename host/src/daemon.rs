@@ -68,6 +68,15 @@ pub struct DaemonConfig {
     /// their state before it abandons the ones still busy (default
     /// [`DaemonConfig::DEFAULT_SHUTDOWN_TIMEOUT`]).
     pub shutdown_timeout: Duration,
+    /// What a component may hold, and what its compile may take
+    /// (`HostBuilder::compile_limits`).
+    pub compile_limits: crate::CompileLimits,
+    /// Where compiles run under their time and memory bounds
+    /// (`HostBuilder::compile_worker`); `None` compiles in the daemon's own process.
+    pub compile_worker: Option<crate::CompileWorker>,
+    /// Allow directory grants that cover `/`, the watch directory, the data directory
+    /// or the compile cache (`HostBuilder::allow_broad_grants`).
+    pub allow_broad_grants: bool,
 }
 
 impl DaemonConfig {
@@ -123,7 +132,13 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let mut host = Host::builder()
         .store(checkpoints.clone())
         .cache_dir(config.data_dir.join("cache"))
-        .baseline(config.baseline);
+        .baseline(config.baseline)
+        .compile_limits(config.compile_limits.clone())
+        .protect_dir(&config.data_dir)
+        .allow_broad_grants(config.allow_broad_grants);
+    if let Some(worker) = config.compile_worker.clone() {
+        host = host.compile_worker(worker);
+    }
     if let Some(sandboxes) = config.pool {
         host = host.pooling(sandboxes);
     }

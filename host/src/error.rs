@@ -9,6 +9,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::compile::CompileLimit;
 use crate::limits::Limit;
 
 /// The WIT world every plugin must fit, as named in messages.
@@ -102,6 +103,65 @@ pub enum LoadError {
         limit: Limit,
         /// The limit's value, in words.
         detail: String,
+    },
+    /// The component holds more than a compile limit allows (counted before anything is
+    /// compiled: see [`crate::CompileLimits`]).
+    #[error(
+        "plugin `{plugin}` is too costly to compile: {}, more than the {max} allowed (`{limit}`): {}",
+        limit.describe(*value),
+        limit.advice()
+    )]
+    TooCostly {
+        /// The plugin's name.
+        plugin: String,
+        /// Which limit.
+        limit: CompileLimit,
+        /// What the component holds.
+        value: u64,
+        /// What the limit allows.
+        max: u64,
+    },
+    /// Compiling the component ran past its time or memory bound and was stopped
+    /// ([`crate::CompileLimits::time`], [`crate::CompileLimits::memory_bytes`]).
+    #[error(
+        "plugin `{plugin}` is too costly to compile: {} (`{limit}`), so the compile was \
+         stopped: {}",
+        limit.describe(*max),
+        limit.advice()
+    )]
+    CompileStopped {
+        /// The plugin's name.
+        plugin: String,
+        /// [`CompileLimit::Time`] or [`CompileLimit::Memory`].
+        limit: CompileLimit,
+        /// The bound: milliseconds or bytes.
+        max: u64,
+    },
+    /// The compile worker could not be run, or failed for another reason than a bound
+    /// (see [`crate::CompileWorker`]).
+    #[error("cannot compile plugin `{plugin}`: {reason}")]
+    Compile {
+        /// The plugin's name.
+        plugin: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A directory grant covers what a plugin must never reach: `/`, the watch
+    /// directory, the data directory or the compile cache (see
+    /// [`crate::HostBuilder::allow_broad_grants`]).
+    #[error(
+        "plugin `{plugin}` may not be granted `{}`: {covers}; grant a narrower directory, or \
+         allow broad grants if you mean it (`--allow-broad-grants`, \
+         `HostBuilder::allow_broad_grants`)",
+        host.display()
+    )]
+    BroadGrant {
+        /// The plugin's name.
+        plugin: String,
+        /// The granted host directory, as given.
+        host: PathBuf,
+        /// What it covers, in words.
+        covers: String,
     },
     /// The component was compiled but could not be instantiated (its start code trapped
     /// or needed more than its limits).

@@ -14,12 +14,15 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine};
 
 use crate::cache::CompileCache;
+use crate::compile::{self, CompileLimits, CompileWorker, ComponentCost, WorkerError};
 use crate::deadline::Ticks;
+use crate::engine::{self, EngineSettings};
 use crate::error::LoadError;
+use crate::grants::{GrantPolicy, Protected};
 use crate::output::Output;
 use crate::plugin::{Plugin, PluginOptions};
 use crate::sandbox::{SandboxSpec, SandboxState};
@@ -29,8 +32,6 @@ use crate::world::{self, Filter, WorldReport};
 
 /// How many compiled components the memo keeps.
 const MEMO_ENTRIES: usize = 16;
-/// Bytes of a pooled memory or table reset in place rather than released to the kernel.
-const POOL_KEEP_RESIDENT: usize = 256 << 10;
 /// The longest plugin name.
 const MAX_NAME: usize = 64;
 
@@ -47,6 +48,10 @@ pub struct HostBuilder {
     cache_dir: Option<PathBuf>,
     pooling: Option<u32>,
     baseline: bool,
+    compile_limits: CompileLimits,
+    compile_worker: Option<CompileWorker>,
+    protected: Vec<PathBuf>,
+    allow_broad_grants: bool,
 }
 
 impl Default for HostBuilder {
@@ -57,6 +62,10 @@ impl Default for HostBuilder {
             cache_dir: None,
             pooling: None,
             baseline: false,
+            compile_limits: CompileLimits::default(),
+            compile_worker: None,
+            protected: Vec::new(),
+            allow_broad_grants: false,
         }
     }
 }
@@ -111,7 +120,39 @@ impl HostBuilder {
     }
 
     /// The largest linear memory one sandbox may have under [`HostBuilder::pooling`].
-    pub const POOL_MAX_MEMORY: usize = 256 << 20;
+    pub const POOL_MAX_MEMORY: usize = engine::POOL_MAX_MEMORY;
+
+    /// What a component may hold before it is compiled, and how long and how much
+    /// memory its compile may take (default [`CompileLimits::default`]). The first kind
+    /// always applies; the compile's bounds apply with a [`HostBuilder::compile_worker`].
+    pub fn compile_limits(mut self, limits: CompileLimits) -> HostBuilder {
+        self.compile_limits = limits;
+        self
+    }
+
+    /// Compiles in a child process started as `worker` says, under the time and memory
+    /// bounds of [`HostBuilder::compile_limits`], instead of in this process (the
+    /// default, where a compile's time and memory are not bounded). See
+    /// [`CompileWorker`] for what the program must do.
+    pub fn compile_worker(mut self, worker: CompileWorker) -> HostBuilder {
+        self.compile_worker = Some(worker);
+        self
+    }
+
+    /// A directory no plugin may be granted, nor any directory above it: the host's own
+    /// files (`corral run` protects its data directory and the watch directory; `/` and
+    /// the compile cache are always protected). See [`HostBuilder::allow_broad_grants`].
+    pub fn protect_dir(mut self, dir: impl Into<PathBuf>) -> HostBuilder {
+        self.protected.push(dir.into());
+        self
+    }
+
+    /// Allows directory grants that cover `/`, the compile cache or a protected
+    /// directory (default: such a grant fails the load with [`LoadError::BroadGrant`]).
+    pub fn allow_broad_grants(mut self, allow: bool) -> HostBuilder {
+        self.allow_broad_grants = allow;
+        self
+    }
 
     /// Creates the engine and linker and starts the epoch thread.
     ///
@@ -120,47 +161,27 @@ impl HostBuilder {
     /// [`HostError`] when wasmtime rejects the configuration or the thread cannot start.
     pub fn build(self) -> Result<Host, HostError> {
         let fail = |e: &dyn std::fmt::Display| HostError(e.to_string());
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .consume_fuel(true)
-            .epoch_interruption(true);
-        if let Some(sandboxes) = self.pooling {
-            // A Rust guest for wasm32-wasip2 holds about 5 core instances, 2 memories
-            // and 2 tables (its code, the WASI adapter and their shims); a Python or
-            // JavaScript one holds more. Leave room for twice that.
-            let mut pool = wasmtime::PoolingAllocationConfig::new();
-            pool.total_component_instances(sandboxes)
-                .total_core_instances(sandboxes.saturating_mul(12))
-                .total_memories(sandboxes.saturating_mul(4))
-                .total_tables(sandboxes.saturating_mul(6))
-                .max_memories_per_module(2)
-                .max_tables_per_module(2)
-                .table_elements(100_000)
-                .max_memory_size(HostBuilder::POOL_MAX_MEMORY)
-                // Reset the pages an instance dirtied with memset, found by the
-                // PAGEMAP_SCAN ioctl where the kernel has it (Linux 6.7), instead of
-                // handing them back to the kernel: the next instance in the slot then
-                // takes no page faults on them.
-                .pagemap_scan(wasmtime::Enabled::Auto)
-                .linear_memory_keep_resident(POOL_KEEP_RESIDENT)
-                .table_keep_resident(POOL_KEEP_RESIDENT);
-            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        }
+        let settings = EngineSettings {
+            pooling: self.pooling,
+            baseline: false,
+        };
+        // A baseline instance would live outside the pool's bound.
         let baseline = if self.baseline && self.pooling.is_none() {
-            // The same settings (fuel and epochs are enforced alike), another compiler.
-            // Winch leaves the trampolines between host and guest to Cranelift:
-            // unoptimised, they compile a tenth faster (BENCHMARKS.md).
-            let mut config = config.clone();
-            config
-                .strategy(wasmtime::Strategy::Winch)
-                .cranelift_opt_level(wasmtime::OptLevel::None);
-            let engine = Engine::new(&config).map_err(|e| fail(&format_args!("{e:#}")))?;
+            let settings = EngineSettings {
+                baseline: true,
+                ..settings
+            };
+            let engine = Engine::new(&engine::config(&settings)).map_err(|e| fail(&format_args!("{e:#}")))?;
             let linker = Arc::new(linker(&engine).map_err(|e| fail(&format_args!("{e:#}")))?);
-            Some(Baseline { engine, linker })
+            Some(Baseline {
+                engine,
+                linker,
+                settings,
+            })
         } else {
             None
         };
+        let config = engine::config(&settings);
         let engine = Engine::new(&config).map_err(|e| fail(&format_args!("{e:#}")))?;
         let linker = linker(&engine).map_err(|e| fail(&format_args!("{e:#}")))?;
 
@@ -199,6 +220,16 @@ impl HostBuilder {
             .map_err(|e| fail(&e))?;
 
         Ok(Host {
+            compiler: Arc::new(Compiler {
+                settings,
+                limits: self.compile_limits,
+                worker: self.compile_worker,
+            }),
+            grants: Arc::new(GrantPolicy::new(
+                self.protected,
+                self.cache_dir.clone(),
+                self.allow_broad_grants,
+            )),
             cache: self.cache_dir.map(|dir| CompileCache::new(&dir, &engine)),
             counters: Arc::default(),
             engine,
@@ -227,6 +258,16 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<SandboxState>> {
 struct Baseline {
     engine: Engine,
     linker: Arc<Linker<SandboxState>>,
+    settings: EngineSettings,
+}
+
+/// How components are compiled: the optimising engine's settings, the limits, and the
+/// worker to compile in, if any.
+#[derive(Debug)]
+struct Compiler {
+    settings: EngineSettings,
+    limits: CompileLimits,
+    worker: Option<CompileWorker>,
 }
 
 /// Loads plugins into sandboxes. Cloning a host is cheap and shares its engine, store
@@ -246,6 +287,8 @@ pub struct Host {
     cache: Option<CompileCache>,
     counters: Arc<Counters>,
     baseline: Option<Baseline>,
+    compiler: Arc<Compiler>,
+    grants: Arc<GrantPolicy>,
 }
 
 /// Takes a digest off [`Host::compiling`] when its compile ends, however it ends.
@@ -363,6 +406,8 @@ impl Host {
     /// a component, a component that does not fit the world, or one that cannot start
     /// within its limits.
     pub fn load(&self, name: &str, bytes: &[u8], options: PluginOptions) -> Result<Plugin, LoadError> {
+        validate_name(name)?;
+        self.grants.check(name, &options.dirs)?;
         let Linked {
             code,
             upgrade,
@@ -381,6 +426,12 @@ impl Host {
             ticks: self.ticks.clone(),
         };
         Plugin::start(spec, code, upgrade, hex(&digest), report, options.restart)
+    }
+
+    /// Protects a watch directory from directory grants (see
+    /// [`HostBuilder::allow_broad_grants`]); the watcher protects its own.
+    pub(crate) fn protect_watch_dir(&self, dir: &Path) {
+        self.grants.protect(dir, Protected::Watch);
     }
 
     /// How many components were found in memory, found in the disk cache, or compiled.
@@ -458,20 +509,24 @@ impl Host {
             .cache
             .as_ref()
             .and_then(|cache| cache.get(&self.engine, &digest));
-        let invalid = |e: wasmtime::Error| LoadError::Invalid {
-            plugin: name.to_owned(),
-            reason: format!("{e:#}"),
-        };
+        if cached.is_none() {
+            // What is found compiled costs nothing; what is not is counted first.
+            self.check_cost(name, bytes)?;
+        }
         // Winch does not take every module Cranelift does (some SIMD, for one): a
         // component it refuses is compiled by Cranelift as if there were no baseline.
+        // One that is too costly for Winch is too costly for Cranelift.
         let baseline = match (&cached, &self.baseline) {
-            (None, Some(baseline)) => match Component::from_binary(&baseline.engine, bytes) {
-                Ok(component) => Some(component),
-                Err(e) => {
-                    tracing::debug!(plugin = name, "no baseline code: {e:#}");
-                    None
+            (None, Some(baseline)) => {
+                match self.compile_for(name, bytes, baseline.settings, &baseline.engine) {
+                    Ok(component) => Some(component),
+                    Err(LoadError::Invalid { reason, .. }) => {
+                        tracing::debug!(plugin = name, "no baseline code: {reason}");
+                        None
+                    }
+                    Err(e) => return Err(e),
                 }
-            },
+            }
             _ => None,
         };
         let compiled = match (cached, baseline) {
@@ -495,7 +550,7 @@ impl Host {
                 count(&self.counters.compiled);
                 // Compiling takes milliseconds to seconds: never hold the memo's lock
                 // meanwhile.
-                let component = Component::from_binary(&self.engine, bytes).map_err(invalid)?;
+                let component = self.compile_for(name, bytes, self.compiler.settings, &self.engine)?;
                 if let Some(cache) = &self.cache {
                     cache.put(&digest, &component);
                 }
@@ -507,6 +562,85 @@ impl Host {
         };
         self.remember(digest, compiled.clone());
         Ok(compiled)
+    }
+
+    /// Refuses a component that holds more than the compile limits allow.
+    fn check_cost(&self, name: &str, bytes: &[u8]) -> Result<(), LoadError> {
+        let limits = &self.compiler.limits;
+        let cost = ComponentCost::measure(bytes).map_err(|e| LoadError::Invalid {
+            plugin: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+        match limits.exceeded(&cost) {
+            None => Ok(()),
+            Some((limit, value)) => {
+                tracing::warn!(
+                    plugin = name,
+                    limit = limit.key(),
+                    value,
+                    "refused before compiling"
+                );
+                Err(LoadError::TooCostly {
+                    plugin: name.to_owned(),
+                    limit,
+                    value,
+                    max: limits.get(limit),
+                })
+            }
+        }
+    }
+
+    /// Compiles `bytes` for `engine` (built from `settings`): in the compile worker under
+    /// its bounds when there is one, in this process otherwise.
+    fn compile_for(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        settings: EngineSettings,
+        engine: &Engine,
+    ) -> Result<Component, LoadError> {
+        let invalid = |reason: String| LoadError::Invalid {
+            plugin: name.to_owned(),
+            reason,
+        };
+        let Some(worker) = &self.compiler.worker else {
+            return Component::from_binary(engine, bytes).map_err(|e| invalid(format!("{e:#}")));
+        };
+        let started = std::time::Instant::now();
+        let code =
+            compile::in_worker(worker, settings, &self.compiler.limits, bytes).map_err(|e| match e {
+                WorkerError::Invalid(reason) => invalid(reason),
+                WorkerError::Stopped(limit, max) => {
+                    tracing::warn!(plugin = name, limit = limit.key(), max, "compile stopped");
+                    LoadError::CompileStopped {
+                        plugin: name.to_owned(),
+                        limit,
+                        max,
+                    }
+                }
+                WorkerError::Failed(reason) => LoadError::Compile {
+                    plugin: name.to_owned(),
+                    reason,
+                },
+            })?;
+        tracing::debug!(
+            plugin = name,
+            baseline = settings.baseline,
+            ms = started.elapsed().as_millis() as u64,
+            bytes = code.len(),
+            "compiled in the worker"
+        );
+        // SAFETY: the bytes are what `Engine::precompile_component` made in the compile
+        // worker, a program the embedder named to run for this purpose (trusted as this
+        // one is), for an engine built from the same settings by the same function
+        // (`engine::config`); wasmtime checks its own header (version, target, settings)
+        // before using them.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(engine, &code) };
+        component.map_err(|e| LoadError::Compile {
+            plugin: name.to_owned(),
+            reason: format!("the compile worker's code does not load: {e:#}"),
+        })
     }
 
     /// Puts a compiled component in the memo, in place of what it held for `digest`.
@@ -525,8 +659,8 @@ impl Host {
         let host = self.clone();
         let name = name.to_owned();
         let optimize = move || {
-            let component = Component::from_binary(&host.engine, &bytes);
-            let result = component.map_err(|e| format!("{e:#}")).and_then(|component| {
+            let component = host.compile_for(&name, &bytes, host.compiler.settings, &host.engine);
+            let result = component.map_err(|e| e.to_string()).and_then(|component| {
                 if let Some(cache) = &host.cache {
                     cache.put(&digest, &component);
                 }

@@ -214,6 +214,8 @@ impl Registry {
         if !dir.is_dir() {
             return Err(fail("not a directory".into()));
         }
+        // A plugin granted its own watch directory could rewrite its code and sidecar.
+        self.host().protect_watch_dir(&dir);
         let (tx, rx) = channel::<Input>();
         let debounced = tx.clone();
         let mut debouncer = new_debouncer(options.debounce, None, move |result| {

@@ -974,3 +974,102 @@ fn a_file_name_that_would_break_metrics_is_refused_and_forgotten() {
         "a failure is forgotten with its file: {plugins}"
     );
 }
+/// Writes `bytes` into the watch directory as `name`, whole (a temporary name renamed).
+fn drop_in(dirs: &Dirs, name: &str, bytes: &[u8]) {
+    let temp = dirs.plugins.path().join(format!(".{name}.partial"));
+    std::fs::write(&temp, bytes).unwrap();
+    std::fs::rename(&temp, dirs.plugins.path().join(name)).unwrap();
+}
+
+/// Waits until `name`'s last load error contains `needle`.
+fn wait_load_error(daemon: &Daemon, name: &str, needle: &str) -> Json {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, body) = daemon.request("GET", &format!("/plugins/{name}"), None);
+        if status == 200 {
+            let plugin: Json = serde_json::from_str(&body).unwrap();
+            if plugin["load_error"].as_str().is_some_and(|e| e.contains(needle)) {
+                return plugin;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `{needle}` for `{name}`: {body}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_compile_bomb_dropped_in_is_refused_and_never_replaces_the_serving_plugin() {
+    let dirs = Dirs::new(&[("hello.wasm", guests::HELLO)]);
+    dirs.sidecar("hello.toml", "[matcher]\ntype = \"login\"\n");
+    let mut daemon = dirs.start(&[]);
+    let bomb = crate::bombs::with_module(guests::HELLO, crate::bombs::large_function(3 << 20));
+    drop_in(&dirs, "bomb.wasm", &bomb);
+    let refused = "is too costly to compile: its largest function has";
+    let status = wait_load_error(&daemon, "bomb", refused);
+    assert_eq!(status["state"], "failed-to-load", "{status}");
+    // The same bytes in place of a serving plugin: refused, and the old one serves on.
+    drop_in(&dirs, "hello.wasm", &bomb);
+    let status = wait_load_error(&daemon, "hello", refused);
+    assert_eq!(status["state"], "running", "{status}");
+    daemon.send(r#"{"type":"login","logger":"dee"}"#);
+    assert_eq!(
+        daemon.output("a greeting", of_type("hello.greeting")).payload,
+        "Hello, dee!"
+    );
+    assert_eq!(daemon.json("GET", "/health", None)["status"], "ok");
+}
+
+#[test]
+fn a_compile_past_its_memory_bound_is_stopped_and_the_daemon_stays_small() {
+    let dirs = Dirs::new(&[("hello.wasm", guests::HELLO)]);
+    dirs.sidecar("hello.toml", "[matcher]\ntype = \"login\"\n");
+    let mut daemon = dirs.start(&["--no-baseline", "--compile-limit", "compile-memory=48MiB"]);
+    let pid = daemon.child.id().to_string();
+    drop_in(&dirs, "heavy.wasm", &crate::compile::costly());
+    wait_load_error(
+        &daemon,
+        "heavy",
+        "its compile needed more than 50331648 bytes of memory (`compile-memory`), so the \
+         compile was stopped",
+    );
+    let peak = crate::compile::peak_rss(&pid);
+    assert!(peak < 512 << 20, "the daemon's peak memory was {peak} bytes");
+    daemon.send(r#"{"type":"login","logger":"dee"}"#);
+    assert_eq!(
+        daemon.output("a greeting", of_type("hello.greeting")).payload,
+        "Hello, dee!"
+    );
+}
+
+#[test]
+fn a_sidecar_granting_the_watch_directory_is_refused_unless_allowed_and_grants_are_logged() {
+    let dirs = Dirs::new(&[("selfish.wasm", guests::HELLO), ("cpu.wasm", guests::CPU)]);
+    dirs.sidecar(
+        "selfish.toml",
+        "[[permissions.dirs]]\nhost = \".\"\nguest = \"/plugins\"\nwritable = true\n",
+    )
+    .sidecar(
+        "cpu.toml",
+        &format!(
+            "[[permissions.dirs]]\nhost = \"{}\"\nguest = \"/proc\"\n",
+            fixture_proc().display()
+        ),
+    );
+    let daemon = dirs.start(&["--no-stdin"]);
+    let status = wait_load_error(&daemon, "selfish", "it covers the watch directory");
+    assert_eq!(status["state"], "failed-to-load", "{status}");
+    daemon.wait_log(&format!(
+        "directory granted plugin=cpu host={} guest=/proc access=read-only",
+        fixture_proc().display()
+    ));
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+
+    let daemon = dirs.start(&["--no-stdin", "--allow-broad-grants"]);
+    daemon.wait_log("broad directory grant allowed (--allow-broad-grants): it covers the watch directory");
+    assert_eq!(daemon.plugin("selfish")["state"], "running");
+}

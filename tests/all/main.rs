@@ -22,6 +22,14 @@ mod restart;
 mod deadline;
 // Files that are not plugins, or not for this world, rejected with clear errors.
 mod loading;
+// Compile bombs, made at test time from a real guest and one more core module.
+mod bombs;
+// Bounded compiles: static limits, the compile worker's time and memory bounds.
+mod compile;
+// Directory grants that would hand a plugin the host, refused and logged.
+mod grants;
+// The engine's configuration: the proposals and features turned off, each refused.
+mod engine;
 // What WASI grants a guest: clocks and random, and nothing else.
 mod isolation;
 // Statistics as Heka reported them.
