@@ -210,6 +210,12 @@ fn a_plugin_swapped_while_it_uses_the_host_function_loses_no_call() {
         let (event, _) = dir.wait("swap", replaced("lookup"));
         assert!(matches!(event, Event::Replaced { .. }), "swap {i}");
     }
+    // The last swap brought b back: it answers.
+    crate::support::eventually("version b answers", crate::support::BOUND, || {
+        dir.registry
+            .process_message("lookup", &ask("alice"))
+            .is_ok_and(|o| string(&o.emitted[0], "version") == "b")
+    });
     stop.store(true, Ordering::SeqCst);
     let versions = caller.join().unwrap();
     assert!(versions.iter().all(|v| v == "a" || v == "b"), "{versions:?}");

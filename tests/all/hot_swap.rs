@@ -5,11 +5,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use corral::{CallError, Event, Host, Message, PluginOptions, Registry, StateHandoff, Value};
+use corral::{CallError, Event, Host, Message, PluginOptions, StateHandoff, Value};
 use corral_test_guests as guests;
 
 // The watch-directory harness lives in `support`, shared with the other modules.

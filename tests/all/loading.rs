@@ -91,13 +91,22 @@ fn a_plugin_built_against_another_version_names_both_versions() {
         panic!("expected incompatible, got {error:?}");
     };
     assert_eq!(
-        problems,
-        &[Mismatch::ImportVersion {
+        problems[0],
+        Mismatch::ImportVersion {
             name: "corral:plugin/log@0.2.0".into(),
             found: "0.2.0".into(),
             expected: "corral:plugin@0.1.0".into(),
-        }]
+        }
     );
+    // Its 0.2.0 entry points have other types too, each named with both.
+    let names: Vec<&str> = problems[1..]
+        .iter()
+        .map(|p| match p {
+            Mismatch::ExportType { name, .. } => name.as_str(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(names, ["process-message", "timer-event"]);
     let text = error.to_string();
     assert!(
         text.contains("built against version 0.2.0, this host provides corral:plugin@0.1.0"),

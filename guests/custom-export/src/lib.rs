@@ -31,6 +31,7 @@ wit_bindgen::generate!({
         }
     ",
     path: "../../wit",
+    generate_all,
 });
 
 use std::sync::atomic::{AtomicU64, Ordering};

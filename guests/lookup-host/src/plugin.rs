@@ -10,6 +10,7 @@ wit_bindgen::generate!({
         }
     ",
     path: ["../../wit", "../lookup-host/wit"],
+    generate_all,
 });
 
 use acme::lookup::lookup;
