@@ -63,7 +63,7 @@ fn run(input: &std::path::Path, n: usize, extra: &[&str]) -> (f64, f64) {
     let data = tempfile::tempdir().unwrap();
     std::fs::copy(corral_test_guests::BENCH_BATCH, plugins.path().join("bench.wasm")).unwrap();
     std::fs::write(plugins.path().join("bench.toml"), "[matcher]\nall = true\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+    let mut child = Command::new(corral_test_guests::corral_exe())
         .arg("run")
         .arg(plugins.path())
         .arg("--data")

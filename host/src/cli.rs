@@ -27,7 +27,8 @@ enum Command {
         #[command(flatten)]
         cache: CacheArgs,
     },
-    /// Load FILE into a sandbox and call it: each --message in order, then --timer.
+    /// Load FILE into a sandbox and call it: each --message in order, each --invoke,
+    /// then --timer.
     /// Emitted messages go to stdout as JSON lines, the plugin's logs to stderr.
     Call(CallArgs),
     /// Start a plugin project: write NAME/ with the plugin, the WIT it builds against,
@@ -170,6 +171,11 @@ struct CallArgs {
     /// A message as JSON, passed to process-message; repeat for several calls.
     #[arg(long = "message", value_name = "JSON")]
     messages: Vec<String>,
+    /// Call the export NAME with WAVE-encoded arguments, e.g. `add(1, 2)` or
+    /// `describe({name: "x", tags: ["a"]})`, and print its results in WAVE, one call per
+    /// line; repeatable. An export of an interface is `iface#name`.
+    #[arg(long = "invoke", value_name = "NAME(ARGS)")]
+    invokes: Vec<String>,
     /// Call timer-event after the messages, with NOW_NS (default: now).
     #[arg(long, value_name = "NOW_NS", num_args = 0..=1, default_missing_value = "now")]
     timer: Option<String>,
@@ -337,8 +343,10 @@ fn check(file: PathBuf, cache: &CacheArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
-    if args.messages.is_empty() && args.timer.is_none() {
-        bail!("nothing to call: give --message JSON (repeatable), --timer, or both");
+    if args.messages.is_empty() && args.timer.is_none() && args.invokes.is_empty() {
+        bail!(
+            "nothing to call: give --message JSON (repeatable), --invoke 'NAME(ARGS)' (repeatable), --timer, or several"
+        );
     }
     let messages = args
         .messages
@@ -375,6 +383,11 @@ fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         for message in &messages {
             print(plugin.process_message(message)?);
         }
+        for invoke in &args.invokes {
+            let (results, outcome) = crate::invoke::invoke(&plugin, invoke)?;
+            print(outcome);
+            println!("{results}");
+        }
         if let Some(now_ns) = timer {
             print(plugin.timer_event(now_ns)?);
         }
@@ -401,6 +414,7 @@ fn print_stats(stats: &corral::Stats) {
     };
     entry("process-message", &stats.process_message);
     entry("timer-event", &stats.timer_event);
+    entry("other exports", &stats.exports);
     eprintln!("stats: most fuel one call used: {}", stats.max_fuel_used);
     eprintln!(
         "stats: memory: {} bytes now, {} at most",

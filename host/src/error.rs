@@ -12,8 +12,10 @@ use std::path::PathBuf;
 use crate::compile::CompileLimit;
 use crate::limits::Limit;
 
-/// The WIT world every plugin must fit, as named in messages.
-pub const WORLD: &str = "corral:plugin/filter@0.1.0";
+/// The WIT world a plugin is told about when it fits none: the one every language can
+/// target. (A plugin is checked against the world its exports point to; see
+/// [`LoadError::Incompatible`].)
+pub const WORLD: &str = concat!("corral:plugin/filter@", plugin_version!());
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +84,7 @@ pub enum LoadError {
     /// The component does not fit the world: wrong or missing exports, unknown imports,
     /// or another version of the contract.
     #[error(
-        "plugin `{plugin}` does not fit the `{WORLD}` world:{}\n  \
+        "plugin `{plugin}` does not fit the `{world}` world:{}\n  \
          rebuild it against the WIT files of this Corral (its `wit/` directory, which \
          `corral new` copies into a new project)",
         Bulleted(problems)
@@ -90,6 +92,9 @@ pub enum LoadError {
     Incompatible {
         /// The plugin's name.
         plugin: String,
+        /// The world it was checked against, e.g. `corral:plugin/batch-filter@0.1.0`:
+        /// the one its exports point to.
+        world: String,
         /// Every mismatch found, not just the first.
         problems: Vec<Mismatch>,
     },
@@ -375,6 +380,17 @@ pub enum CallError {
         /// What it did.
         violation: Violation,
     },
+    /// The export called by name is not there, or has other types than the call's: the
+    /// caller's mistake, so nothing ran and it is not counted against the plugin.
+    #[error("cannot call `{export}` of plugin `{plugin}`: {reason}")]
+    Export {
+        /// The plugin's name.
+        plugin: String,
+        /// The export's name.
+        export: String,
+        /// What is wrong: no such export, or how its type differs.
+        reason: String,
+    },
     /// Something else went wrong inside the call: a failure of the host's own, not the
     /// guest's.
     #[error("plugin `{plugin}` failed in the host: {reason}")]
@@ -400,6 +416,7 @@ impl CallError {
             | CallError::NotFound { plugin }
             | CallError::Restart { plugin, .. }
             | CallError::Violation { plugin, .. }
+            | CallError::Export { plugin, .. }
             | CallError::Host { plugin, .. } => plugin,
         }
     }

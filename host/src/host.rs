@@ -7,7 +7,7 @@
 //! deadlines hold even in a loop that never calls the host; it stops when the engine
 //! is gone.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -20,6 +20,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use crate::cache::CompileCache;
 use crate::compile::{self, CompileLimits, CompileWorker, ComponentCost, WorkerError};
 use crate::deadline::Ticks;
+use crate::embedder::{HostFunctions, HostGetter, HostLinker};
 use crate::engine::{self, EngineSettings};
 use crate::error::LoadError;
 use crate::grants::{GrantPolicy, Protected};
@@ -52,6 +53,7 @@ pub struct HostBuilder {
     compile_worker: Option<CompileWorker>,
     protected: Vec<PathBuf>,
     allow_broad_grants: bool,
+    host_functions: HostFunctions,
 }
 
 impl Default for HostBuilder {
@@ -66,6 +68,7 @@ impl Default for HostBuilder {
             compile_worker: None,
             protected: Vec::new(),
             allow_broad_grants: false,
+            host_functions: HostFunctions::default(),
         }
     }
 }
@@ -119,6 +122,63 @@ impl HostBuilder {
         self
     }
 
+    /// Adds host functions of the embedder's own to what plugins may import: typically
+    /// the `add_to_linker` that `wasmtime::component::bindgen!` generated for a WIT
+    /// interface, called with the getter this hands it, and the data `T` each instance
+    /// of a plugin gets, made by `data` from the plugin's name and config. The
+    /// embedder implements the generated `Host` trait on [`HostCtx<T>`](crate::HostCtx).
+    ///
+    /// ```
+    /// mod bindings {
+    ///     corral::wasmtime::component::bindgen!({
+    ///         inline: "
+    ///             package acme:lookup@0.1.0;
+    ///             interface lookup { get: func(key: string) -> option<string>; }
+    ///             world host { import lookup; }
+    ///         ",
+    ///         wasmtime_crate: corral::wasmtime,
+    ///     });
+    /// }
+    /// use bindings::acme::lookup::lookup;
+    /// use corral::wasmtime::component::HasSelf;
+    /// use corral::{Host, HostCtx};
+    ///
+    /// struct Table(std::collections::BTreeMap<String, String>);
+    ///
+    /// impl lookup::Host for HostCtx<Table> {
+    ///     fn get(&mut self, key: String) -> Option<String> {
+    ///         self.0.get(&key).cloned()
+    ///     }
+    /// }
+    ///
+    /// let host = Host::builder()
+    ///     .host_functions(
+    ///         |linker, get| lookup::add_to_linker::<_, HasSelf<_>>(linker, get),
+    ///         |_plugin, _config| Table([("k".to_owned(), "v".to_owned())].into()),
+    ///     )
+    ///     .build()?;
+    /// # Ok::<(), corral::HostError>(())
+    /// ```
+    ///
+    /// The world check then accepts a plugin importing what these functions define (by
+    /// its exact name, version included); a plugin importing an interface nobody
+    /// provides is still refused, naming it. Time spent in a host function counts
+    /// against the call's deadline, but only wasm code can be interrupted: a host
+    /// function runs to its end (see `docs/host-functions.md`).
+    pub fn host_functions<T, A, D>(mut self, add_to_linker: A, data: D) -> HostBuilder
+    where
+        T: Send + 'static,
+        A: Fn(&mut HostLinker, HostGetter<T>) -> wasmtime::Result<()> + Send + Sync + 'static,
+        D: Fn(&str, &BTreeMap<String, String>) -> T + Send + Sync + 'static,
+    {
+        self.host_functions.push(Arc::new(crate::embedder::Typed {
+            add: add_to_linker,
+            data,
+            _t: std::marker::PhantomData,
+        }));
+        self
+    }
+
     /// The largest linear memory one sandbox may have under [`HostBuilder::pooling`].
     pub const POOL_MAX_MEMORY: usize = engine::POOL_MAX_MEMORY;
 
@@ -159,7 +219,7 @@ impl HostBuilder {
     /// # Errors
     ///
     /// [`HostError`] when wasmtime rejects the configuration or the thread cannot start.
-    pub fn build(self) -> Result<Host, HostError> {
+    pub fn build(mut self) -> Result<Host, HostError> {
         let fail = |e: &dyn std::fmt::Display| HostError(e.to_string());
         let settings = EngineSettings {
             pooling: self.pooling,
@@ -172,7 +232,8 @@ impl HostBuilder {
                 ..settings
             };
             let engine = Engine::new(&engine::config(&settings)).map_err(|e| fail(&format_args!("{e:#}")))?;
-            let linker = Arc::new(linker(&engine).map_err(|e| fail(&format_args!("{e:#}")))?);
+            let linker =
+                Arc::new(linker(&engine, &self.host_functions).map_err(|e| fail(&format_args!("{e:#}")))?);
             Some(Baseline {
                 engine,
                 linker,
@@ -183,7 +244,8 @@ impl HostBuilder {
         };
         let config = engine::config(&settings);
         let engine = Engine::new(&config).map_err(|e| fail(&format_args!("{e:#}")))?;
-        let linker = linker(&engine).map_err(|e| fail(&format_args!("{e:#}")))?;
+        let linker = linker(&engine, &self.host_functions).map_err(|e| fail(&format_args!("{e:#}")))?;
+        self.host_functions.prepare(&engine).map_err(|e| fail(&e))?;
 
         let engines = [Some(engine.weak()), baseline.as_ref().map(|b| b.engine.weak())];
         let tick = self.epoch_tick;
@@ -240,16 +302,19 @@ impl HostBuilder {
             memo: Arc::new(Mutex::new(VecDeque::new())),
             compiling: Arc::default(),
             baseline,
+            host_functions: self.host_functions,
         })
     }
 }
 
-/// A linker with everything a plugin may import: WASI 0.2 and `corral:plugin`.
-fn linker(engine: &Engine) -> wasmtime::Result<Linker<SandboxState>> {
+/// A linker with everything a plugin may import: WASI 0.2, `corral:plugin`, and the
+/// embedder's host functions.
+fn linker(engine: &Engine, host_functions: &HostFunctions) -> wasmtime::Result<Linker<SandboxState>> {
     let mut linker = Linker::new(engine);
     // WASI 0.2, with every function that can block bounded by the call's deadline.
     crate::deadline::add_wasi_to_linker(&mut linker)?;
     Filter::add_to_linker::<_, HasSelf<SandboxState>>(&mut linker, |s| s)?;
+    host_functions.add_to(&mut linker)?;
     Ok(linker)
 }
 
@@ -289,6 +354,7 @@ pub struct Host {
     baseline: Option<Baseline>,
     compiler: Arc<Compiler>,
     grants: Arc<GrantPolicy>,
+    host_functions: HostFunctions,
 }
 
 /// Takes a digest off [`Host::compiling`] when its compile ends, however it ends.
@@ -424,6 +490,7 @@ impl Host {
             kv: self.store.clone(),
             epoch_tick: self.epoch_tick,
             ticks: self.ticks.clone(),
+            host_functions: self.host_functions.clone(),
         };
         Plugin::start(spec, code, upgrade, hex(&digest), report, options.restart)
     }
@@ -476,7 +543,8 @@ impl Host {
             Some(b) if Engine::same(component.engine(), &b.engine) => (&b.engine, &*b.linker, Tier::Baseline),
             _ => (&self.engine, &*self.linker, Tier::Optimized),
         };
-        let (pre, exports, report) = world::link(name, engine, linker, component)?;
+        let provided = |import: &str| self.host_functions.provides(import);
+        let (pre, exports, report) = world::link(name, engine, linker, component, &provided)?;
         let code = Code {
             pre,
             exports: Arc::new(exports),

@@ -24,7 +24,9 @@
 //! # }
 //! ```
 //!
-//! `host/examples/embed.rs` is the same walk-through as a program.
+//! `host/examples/embed.rs` is the same walk-through as a program. The guides,
+//! `docs/embedding.md` and `docs/host-functions.md` (host functions of the embedder's
+//! own), are compiled with the crate's doctests.
 
 #![deny(missing_docs)]
 
@@ -35,6 +37,14 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The version of `corral:plugin`, spelled once: every name carrying it is built from
+/// it, and a unit test checks that `wit/plugin.wit` declares it.
+macro_rules! plugin_version {
+    () => {
+        "0.1.0"
+    };
+}
+
 mod admin;
 mod batch;
 mod cache;
@@ -43,8 +53,10 @@ mod compile;
 mod current;
 mod daemon;
 mod deadline;
+mod embedder;
 mod engine;
 mod error;
+mod export;
 mod grants;
 mod host;
 mod imports;
@@ -66,8 +78,17 @@ mod tier;
 mod watcher;
 mod world;
 
+// The guides' code, compiled and run as doctests so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/embedding.md")]
+struct EmbeddingGuide;
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/host-functions.md")]
+struct HostFunctionsGuide;
+
 pub use compile::{CompileLimit, CompileLimits, CompileWorker, ComponentCost, compile_worker_main};
 pub use daemon::{DaemonConfig, DaemonError, OutputTarget, run};
+pub use embedder::{HostCtx, HostGetter, HostLinker};
 pub use error::{CallError, LoadError, Mismatch, Violation, WORLD};
 pub use host::{CompileStats, Host, HostBuilder, HostError, content_version};
 pub use limits::{Limit, Limits, parse_size};
@@ -82,10 +103,14 @@ pub use pipeline::{
 pub use plugin::{BatchOutcome, CallOutcome, DirGrant, Plugin, PluginOptions, PluginState};
 pub use registry::{Event, Installed, PluginHandle, PluginStatus, Registry, StateHandoff};
 pub use restart::{RestartPolicy, RestartStatus};
+pub use sandbox::SandboxState;
 pub use sidecar::{Sidecar, StartFrom};
 pub use stats::{EntryStats, Stats, TIMING_SAMPLE};
 pub use store::{KvStore, MemoryStore, StoreError};
 pub use tier::Tier;
+/// The wasmtime this Corral is built on, for an embedder's `bindgen!` and `Val`s: use it
+/// rather than a `wasmtime` dependency of your own, so the two never differ.
+pub use wasmtime;
 pub use wasmtime::Trap;
 pub use watcher::{DEBOUNCE, WatchError, WatchOptions, Watcher};
 pub use world::{PLUGIN_PACKAGE_VERSION, WASI_VERSION, WorldReport};

@@ -49,7 +49,7 @@ use crate::lock;
 use crate::message::Message;
 use crate::output::{LogGate, LogLine, escape, escaped_len};
 use crate::restart::{RestartPolicy, RestartStatus, Restarts};
-use crate::sandbox::{Entries, Sandbox, SandboxSpec, StartError};
+use crate::sandbox::{Entries, Sandbox, SandboxSpec, SandboxState, StartError};
 use crate::stats::Stats;
 use crate::tier::{Code, Tier, Upgrade};
 use crate::world::WorldReport;
@@ -193,6 +193,21 @@ enum Entry<'a> {
     /// One or more messages: one for a `filter` plugin.
     Messages(&'a dyn Messages),
     Timer(i64),
+    /// An export called by name: the first step finds it (an `Err` is the caller's
+    /// mistake, nothing ran), the second calls it.
+    Export(&'a mut dyn ExportCall),
+}
+
+/// A call of an export by name, for [`Entry::Export`].
+pub(crate) trait ExportCall {
+    /// Finds the export in `instance` and checks its type.
+    fn find(
+        &mut self,
+        store: &mut wasmtime::Store<SandboxState>,
+        instance: &wasmtime::component::Instance,
+    ) -> Result<(), String>;
+    /// Calls it.
+    fn call(&mut self, store: &mut wasmtime::Store<SandboxState>) -> wasmtime::Result<()>;
 }
 
 /// A live sandbox and what it has run.
@@ -427,6 +442,16 @@ impl Plugin {
         self.call(Entry::Timer(now_ns)).map(|done| done.outcome)
     }
 
+    /// The component its new instances are made from.
+    pub(crate) fn component(&self) -> wasmtime::component::Component {
+        lock(&self.cell).code.pre.component().clone()
+    }
+
+    /// Calls an export by name (see the `export` module).
+    pub(crate) fn call_export_inner(&self, call: &mut dyn ExportCall) -> Result<CallOutcome, CallError> {
+        self.call(Entry::Export(call)).map(|done| done.outcome)
+    }
+
     fn call(&self, entry: Entry<'_>) -> Result<Done, CallError> {
         let mut cell = lock(&self.cell);
         if cell.retired {
@@ -445,8 +470,9 @@ impl Plugin {
         }
         let messages = match entry {
             Entry::Messages(messages) => messages.len() as u64,
-            Entry::Timer(_) => 0,
+            Entry::Timer(_) | Entry::Export(_) => 0,
         };
+        let is_export = matches!(entry, Entry::Export(_));
         let is_timer = messages == 0;
         // Timer events are rare: every one is timed. Messages are timed one in eight: a
         // call is timed when it holds a message whose number is a multiple of eight.
@@ -461,7 +487,14 @@ impl Plugin {
         self.show_tier(&cell);
 
         let mut stats = lock(&self.stats);
-        let entry_stats = if is_timer {
+        stats.instances += u64::from(restarted);
+        if let Err(error @ CallError::Export { .. }) = result {
+            // Nothing ran: the caller asked for an export that is not there.
+            return Err(error);
+        }
+        let entry_stats = if is_export {
+            &mut stats.exports
+        } else if is_timer {
             &mut stats.timer_event
         } else {
             &mut stats.process_message
@@ -471,7 +504,6 @@ impl Plugin {
             Err(_) => messages.max(1),
         };
         entry_stats.record(messages.max(1), took, failed);
-        stats.instances += u64::from(restarted);
         stats.max_fuel_used = stats.max_fuel_used.max(facts.fuel_used);
         stats.max_output_bytes = stats.max_output_bytes.max(facts.output_used);
         stats.memory_bytes = facts.memory;
@@ -744,10 +776,15 @@ impl Plugin {
         let Cell { sandbox, batch, .. } = cell;
         let instance = sandbox.as_mut().expect("instantiated above");
         instance.called = true;
-        let Sandbox { store, entries, .. } = &mut instance.sandbox;
+        let Sandbox {
+            store,
+            entries,
+            instance: handle,
+            ..
+        } = &mut instance.sandbox;
         let messages = match entry {
             Entry::Messages(messages) => messages.len(),
-            Entry::Timer(_) => 1,
+            Entry::Timer(_) | Entry::Export(_) => 1,
         };
         let scale = u32::try_from(messages).unwrap_or(u32::MAX);
         if let Err(e) = self.spec.arm_for(store, scale) {
@@ -765,6 +802,20 @@ impl Plugin {
             r.map(|r| r.err().map(|f| (0, f)).into_iter().collect())
         };
         let result: wasmtime::Result<Vec<(u32, Failure)>> = match (entry, entries) {
+            (Entry::Export(export), _) => {
+                if let Err(reason) = export.find(store, handle) {
+                    self.spec.output.end();
+                    return (
+                        Err(CallError::Export {
+                            plugin: plugin(),
+                            export: String::new(),
+                            reason,
+                        }),
+                        facts,
+                    );
+                }
+                export.call(store).map(|()| Vec::new())
+            }
             (Entry::Messages(messages), Entries::Filter(filter)) => {
                 debug_assert_eq!(messages.len(), 1, "a filter plugin takes one message per call");
                 single(crate::current::lend(store, messages.get(0), |store| {

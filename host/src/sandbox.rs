@@ -33,35 +33,39 @@ use crate::world::{self, Filter, FilterIndices};
 /// Bytes counted for one table element against the memory cap.
 const TABLE_ELEMENT_BYTES: usize = 8;
 
-/// The host-side state of one instance: what its imports read and write.
-pub(crate) struct SandboxState {
-    pub plugin: Arc<str>,
+/// The host-side state of one instance: what its imports read and write (its wasmtime
+/// store's data). Opaque outside Corral: an embedder's host functions reach their own
+/// data through [`crate::HostCtx`].
+pub struct SandboxState {
+    pub(crate) plugin: Arc<str>,
     wasi: WasiCtx,
     table: ResourceTable,
-    pub limiter: MemoryLimiter,
-    pub output: Output,
-    pub config: Arc<BTreeMap<String, String>>,
-    pub kv: Arc<dyn KvStore>,
-    pub limits: Arc<Limits>,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) output: Output,
+    pub(crate) config: Arc<BTreeMap<String, String>>,
+    pub(crate) kv: Arc<dyn KvStore>,
+    pub(crate) limits: Arc<Limits>,
     /// Messages emitted by the call in progress.
-    pub emitted: Vec<Message>,
+    pub(crate) emitted: Vec<Message>,
     /// How many messages the call in progress may emit.
-    pub emit_cap: usize,
+    pub(crate) emit_cap: usize,
     /// Set when the call in progress tried to emit past the emit cap.
-    pub emit_refused: bool,
+    pub(crate) emit_refused: bool,
     /// How the guest broke the contract in the call in progress, if it did (an emitted
     /// message the host refused).
-    pub violation: Option<crate::error::Violation>,
+    pub(crate) violation: Option<crate::error::Violation>,
     /// The message the call in progress was given, lent without a copy; the guest's
     /// `borrow<message>` handle always refers to it.
-    pub message: Current,
+    pub(crate) message: Current,
+    /// The data of the embedder's host functions, one per registration.
+    pub(crate) embedder: Vec<Box<dyn std::any::Any + Send>>,
     /// When the call in progress must end, for the WASI calls that can block.
-    pub deadline: Deadline,
+    pub(crate) deadline: Deadline,
 }
 
 impl SandboxState {
     /// The WASI context, its resources and the deadline, borrowed apart.
-    pub fn bounded(&mut self) -> (&mut WasiCtx, &mut ResourceTable, &mut Deadline) {
+    pub(crate) fn bounded(&mut self) -> (&mut WasiCtx, &mut ResourceTable, &mut Deadline) {
         (&mut self.wasi, &mut self.table, &mut self.deadline)
     }
 }
@@ -114,7 +118,7 @@ impl ResourceLimiter for MemoryLimiter {
 }
 
 /// The optional `corral:plugin/state` export.
-pub(crate) const STATE_INTERFACE: &str = "corral:plugin/state@0.1.0";
+pub(crate) const STATE_INTERFACE: &str = concat!("corral:plugin/state@", plugin_version!());
 
 /// `state.save` and `state.restore`, when the plugin exports them.
 #[derive(Clone, Copy)]
@@ -142,6 +146,8 @@ pub(crate) enum Entries {
 /// A live instance and its store.
 pub(crate) struct Sandbox {
     pub store: Store<SandboxState>,
+    /// The instance, for exports called by name.
+    pub instance: wasmtime::component::Instance,
     pub entries: Entries,
     pub state: Option<StateFuncs>,
 }
@@ -210,6 +216,8 @@ pub(crate) struct SandboxSpec {
     pub epoch_tick: Duration,
     /// The host's epoch clock, which the deadline of a blocking WASI call is read from.
     pub ticks: Ticks,
+    /// The embedder's host functions, whose data each instance holds.
+    pub host_functions: crate::embedder::HostFunctions,
 }
 
 /// Why a new instance did not start.
@@ -283,6 +291,7 @@ impl SandboxSpec {
             violation: None,
             message: Current::default(),
             deadline: Deadline::new(self.ticks.clone(), self.epoch_tick),
+            embedder: self.host_functions.data(&self.plugin, &self.config),
         };
         let mut store = Store::new(code.pre.component().engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -327,6 +336,7 @@ impl SandboxSpec {
         };
         Ok(Sandbox {
             store,
+            instance,
             entries,
             state,
         })

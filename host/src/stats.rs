@@ -63,6 +63,8 @@ pub struct Stats {
     pub process_message: EntryStats,
     /// `timer-event` calls.
     pub timer_event: EntryStats,
+    /// Calls of other exports by name ([`crate::Plugin::call_export`]), every one timed.
+    pub exports: EntryStats,
     /// Times the plugin was terminated (0 or 1 for one loaded plugin without a restart
     /// policy).
     pub terminations: u64,
@@ -88,13 +90,13 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Calls to both entry points.
+    /// Calls to both entry points and to other exports.
     pub fn calls(&self) -> u64 {
-        self.process_message.calls + self.timer_event.calls
+        self.process_message.calls + self.timer_event.calls + self.exports.calls
     }
 
-    /// Failed calls to both entry points.
+    /// Failed calls to both entry points and to other exports.
     pub fn failures(&self) -> u64 {
-        self.process_message.failures + self.timer_event.failures
+        self.process_message.failures + self.timer_event.failures + self.exports.failures
     }
 }

@@ -14,7 +14,7 @@ fn corral(args: &[&str]) -> Output {
 
 /// `corral ARGS` with its compile cache under `cache` rather than the user's own.
 fn corral_caching_in(args: &[&str], cache: &std::path::Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_corral"))
+    Command::new(crate::support::corral_exe())
         .args(args)
         .env("NO_COLOR", "1")
         .env("XDG_CACHE_HOME", cache)

@@ -14,7 +14,7 @@ const BOUND: Duration = Duration::from_secs(20);
 
 /// The `corral` binary as the compile worker, as `corral run` uses it.
 pub fn worker() -> CompileWorker {
-    CompileWorker::new(env!("CARGO_BIN_EXE_corral")).arg("compile-worker")
+    CompileWorker::new(crate::support::corral_exe()).arg("compile-worker")
 }
 
 fn host(limits: CompileLimits) -> Host {

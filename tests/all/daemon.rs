@@ -53,7 +53,7 @@ impl Dirs {
             .iter()
             .position(|a| *a == "--token")
             .map(|i| args[i + 1].to_owned());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+        let mut child = Command::new(crate::support::corral_exe())
             .arg("run")
             .arg(self.plugins.path())
             .arg("--data")
@@ -343,7 +343,7 @@ fn reload_picks_up_a_new_file_at_once() {
 #[test]
 fn a_non_loopback_admin_api_needs_a_token_and_checks_it() {
     let dirs = Dirs::new(&[("hello.wasm", guests::HELLO)]);
-    let refused = Command::new(env!("CARGO_BIN_EXE_corral"))
+    let refused = Command::new(crate::support::corral_exe())
         .arg("run")
         .arg(dirs.plugins.path())
         .args(["--admin", "0.0.0.0:0", "--no-stdin", "--data"])

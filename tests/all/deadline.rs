@@ -261,8 +261,8 @@ fn a_save_that_sleeps_during_a_swap_ends_at_the_deadline_and_holds_up_only_its_p
         (installed, started.elapsed())
     });
     crate::support::eventually(
-        Duration::from_secs(10),
         "the swap to hold the old version",
+        Duration::from_secs(10),
         || call_in_progress(&old),
     );
     // Meanwhile another name loads, and another plugin answers, without waiting for it.
@@ -321,7 +321,7 @@ fn status_and_stats_are_read_while_a_call_is_blocked() {
     let plugin = sleeper("sleeper-status", options());
     let blocked = plugin.clone();
     let call = std::thread::spawn(move || blocked.process_message(&block_for("sleep", 3_600_000)));
-    crate::support::eventually(Duration::from_secs(10), "the call to begin", || {
+    crate::support::eventually("the call to begin", Duration::from_secs(10), || {
         call_in_progress(&plugin)
     });
     // None of these wait for the call.

@@ -52,7 +52,7 @@ impl Dirs {
     }
 
     fn start(&self, args: &[&str]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+        let mut child = Command::new(crate::support::corral_exe())
             .arg("run")
             .arg(self.plugins.path())
             .arg("--data")

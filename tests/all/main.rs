@@ -55,3 +55,9 @@ mod polyglot;
 mod scaffold;
 // The seeds' example plugins: lookup backends, configuration as code, hooks, sidecars.
 mod examples;
+// Host functions of the embedder's own: called, swapped, failing, under the deadline.
+mod host_functions;
+// Exports beyond Corral's worlds, called by name, typed or with `Val`s, and by the CLI.
+mod exports;
+// An embedder crate outside the workspace, depending on `corral` alone.
+mod embedder;

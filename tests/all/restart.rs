@@ -66,7 +66,7 @@ fn a_terminated_plugin_comes_back_after_a_backoff_that_grows_to_its_cap() {
         );
         // No call brings it back: it restarts on its own when due.
         let terminated_at = Instant::now();
-        eventually(BOUND, "the restart", || plugin.state() == PluginState::Running);
+        eventually("the restart", BOUND, || plugin.state() == PluginState::Running);
         assert!(terminated_at.elapsed() + Duration::from_millis(50) >= wait.min(Duration::from_millis(200)));
         let status = plugin.restart_status().unwrap();
         assert_eq!((status.restarts, status.in_a_row), (restarts, restarts as u32));
@@ -101,7 +101,7 @@ fn a_plugin_stays_terminated_after_its_most_restarts_in_a_row() {
         .unwrap();
     let plugin = registry.get("restarts-once").unwrap();
     terminate(&registry, "restarts-once").expect("one restart");
-    eventually(BOUND, "the restart", || plugin.state() == PluginState::Running);
+    eventually("the restart", BOUND, || plugin.state() == PluginState::Running);
     assert_eq!(terminate(&registry, "restarts-once"), None, "no second restart");
     let status = plugin.restart_status().unwrap();
     assert!(status.gave_up && status.restarts == 1, "{status:?}");
@@ -139,7 +139,7 @@ fn a_plugin_outside_a_registry_restarts_at_its_first_call_after_the_backoff() {
     let plugin = load_as("restarts-lazily", guests::FAILS, options);
     assert!(matches!(plugin.timer_event(0), Err(CallError::Fatal { .. })));
     let terminated = Instant::now();
-    eventually(BOUND, "a call after the backoff", || {
+    eventually("a call after the backoff", BOUND, || {
         !matches!(
             plugin.process_message(&corral::Message::new("x")),
             Err(CallError::Terminated { .. })
