@@ -129,6 +129,8 @@ fn status_json(admin: &Admin, status: &PluginStatus) -> Json {
         out["preserves_state"] = json!(plugin.preserves_state());
         out["batches"] = json!(plugin.batches());
         out["tier"] = json!(plugin.tier().as_str());
+        // Read without waiting: whether a call holds the plugin right now.
+        out["busy"] = json!(plugin.is_busy());
         out["restart"] = match plugin.restart_status() {
             None => Json::Null,
             Some(r) => json!({

@@ -52,7 +52,8 @@ fn with_payload(type_: &str, payload: &str) -> Message {
     }
 }
 
-/// What `batch-probe` echoes for `m`: its headers as fields, then its own fields.
+/// What `batch-probe` echoes for `m`: its headers as fields, then its own fields, each
+/// named after its index and name (a repeated name stays apart).
 fn echoed(m: &Message) -> Vec<Field> {
     let mut fields = Message::new("")
         .with_field("type", Value::String(m.type_.clone()))
@@ -60,7 +61,10 @@ fn echoed(m: &Message) -> Vec<Field> {
         .with_field("severity", Value::Int(m.severity.into()))
         .with_field("timestamp", Value::Int(m.timestamp))
         .fields;
-    fields.extend(m.fields.iter().cloned());
+    fields.extend(m.fields.iter().enumerate().map(|(i, f)| Field {
+        name: format!("{i}.{}", f.name),
+        value: f.value.clone(),
+    }));
     fields
 }
 
