@@ -58,7 +58,7 @@ fn seen(message: &MessageView<'_>) -> Result<(), Failure> {
         .field("severity", Value::Int(message.severity().into()))
         .field("timestamp", Value::Int(message.timestamp()));
     for (index, (name, value)) in message.fields().enumerate() {
-        seen = seen.field(&format!("{index}.{name}"), value.to_value());
+        seen = seen.field(format!("{index}.{name}"), value.to_value());
     }
     corral_guest::emit(&seen);
     Ok(())
