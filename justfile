@@ -46,13 +46,18 @@ demo: guests
 # Benchmarks (release build): print their figures; see BENCHMARKS.md. Per-message
 # dispatch against bare wasmtime and Heka-style Lua, sandbox costs, drop-to-serving.
 bench: target
-    cargo bench -p corral --bench dispatch
-    cargo bench -p corral --bench sandboxes
-    cargo bench -p corral --bench drop_to_serving
+    cargo bench -p corral-test-guests --features lua-bench --bench dispatch
+    cargo bench -p corral-test-guests --bench sandboxes
+    cargo bench -p corral-test-guests --bench drop_to_serving
+
+# End to end through the daemon: 1,000,000 messages stdin → log → batch-filter → output,
+# durable and with --no-fsync; messages/s and peak RSS, and segment files against redb.
+bench-pipeline: target
+    cargo bench -p corral-test-guests --bench pipeline
 
 # The soak: 10,000 traps and 1,000 swaps under load; fails on growth, failures or loss.
 soak: target
-    cargo bench -p corral --bench soak
+    cargo bench -p corral-test-guests --bench soak
 
 # Fuzz each target for SECONDS (cargo-fuzz, libFuzzer, no sanitizer so stable Rust works).
 fuzz seconds="60": guests

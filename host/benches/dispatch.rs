@@ -21,6 +21,8 @@
 //! `cargo bench -p corral --bench dispatch`.
 
 use std::cell::{Cell, RefCell};
+
+use corral::wasmtime;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;

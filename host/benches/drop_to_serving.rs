@@ -13,6 +13,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use corral::wasmtime;
 use corral::{Host, Message, Registry};
 
 const SAMPLES: usize = 40;

@@ -5,12 +5,13 @@
 //! |---|---|
 //! | `GET /` | the live dashboard (`dashboard.rs`), its files under `/dashboard/` |
 //! | `GET /health` | `{"status":"ok"}` |
-//! | `GET /status` | the daemon at a glance, for the dashboard: uptime, intake, compiles, recent events, every plugin |
-//! | `GET /plugins` | every plugin: name, version, state, loaded-at, stats, queue, errors |
+//! | `GET /status` | the daemon at a glance, for the dashboard: uptime, compiles, the logs, recent events, every plugin |
+//! | `GET /plugins` | every plugin: name, version, state, loaded-at, stats, reader, lag, errors |
 //! | `GET /plugins/{name}` | one plugin |
 //! | `PUT /plugins/reload` | rescan the watch directory now; answers with `/plugins` |
 //! | `POST /plugins/{name}/call` | run process-message on the JSON message in the body; answers with what it emitted |
-//! | `POST /messages` | route a JSON message (or an array of them) as if read from stdin |
+//! | `POST /messages` | append a JSON message (or an array of them) to the log as if read from stdin: 202 once durable, 503 with `Retry-After` while the log is full |
+//! | `GET /status` | the daemon: the input and output logs (positions, unread bytes and bound, segments) |
 //! | `GET /metrics` | Prometheus text exposition of the per-plugin stats |
 //!
 //! With a token configured, every request must carry `Authorization: Bearer <token>`
@@ -139,6 +140,17 @@ fn status_json(admin: &Admin, status: &PluginStatus) -> Json {
         out["preserves_state"] = json!(plugin.preserves_state());
         out["batches"] = json!(plugin.batches());
         out["tier"] = json!(plugin.tier().as_str());
+        // Read without waiting: whether a call holds the plugin right now.
+        out["busy"] = json!(plugin.is_busy());
+        out["restart"] = match plugin.restart_status() {
+            None => Json::Null,
+            Some(r) => json!({
+                "restarts": r.restarts,
+                "in_a_row": r.in_a_row,
+                "next_at_ns": r.next_at.map(unix_ns),
+                "gave_up": r.gave_up,
+            }),
+        };
         out["world"] = json!(plugin.report().world);
         let limits = plugin.limits();
         out["limits"] = json!({
@@ -154,6 +166,7 @@ fn status_json(admin: &Admin, status: &PluginStatus) -> Json {
             "process_message": entry_json(&stats.process_message),
             "timer_event": entry_json(&stats.timer_event),
             "terminations": stats.terminations,
+            "restarts": stats.restarts,
             "instances": stats.instances,
             "max_fuel_used": stats.max_fuel_used,
             "memory_bytes": stats.memory_bytes,
@@ -163,17 +176,49 @@ fn status_json(admin: &Admin, status: &PluginStatus) -> Json {
             "discarded": stats.discarded,
         });
     }
-    if let Some(queue) = admin.pipeline.queue(&status.name) {
-        out["queue"] = json!({
-            "capacity": admin.pipeline.capacity(),
-            "depth": queue.depth.load(Ordering::Relaxed),
-            "rejected": queue.rejected.load(Ordering::Relaxed),
-            "processed": queue.processed.load(Ordering::Relaxed),
-            "calls": queue.calls.load(Ordering::Relaxed),
-            "ticks": queue.ticks.load(Ordering::Relaxed),
+    if let (Some(reader), Some(lag)) = (
+        admin.pipeline.reader(&status.name),
+        admin.pipeline.lag(&status.name),
+    ) {
+        out["lag"] = json!({ "messages": lag.messages, "bytes": lag.bytes });
+        out["reader"] = json!({
+            "position": reader.seq.load(Ordering::Relaxed),
+            "checkpointed": reader.checkpointed.load(Ordering::Relaxed),
+            "checkpoints": reader.checkpoints.load(Ordering::Relaxed),
+            "processed": reader.processed.load(Ordering::Relaxed),
+            "calls": reader.calls.load(Ordering::Relaxed),
+            "ticks": reader.ticks.load(Ordering::Relaxed),
+            "skipped": reader.skipped.load(Ordering::Relaxed),
+            "waiting": reader.waiting.load(Ordering::Relaxed),
         });
     }
     out
+}
+
+fn log_json(status: &crate::log::LogStatus) -> Json {
+    json!({
+        "first": status.first.seq,
+        "end": status.durable.seq,
+        "end_bytes": status.durable.byte,
+        "unread_bytes": status.unread_bytes,
+        "max_bytes": status.max_bytes,
+        "segments": status.segments,
+        "disk_bytes": status.disk_bytes,
+        "full_waits": status.full_waits,
+    })
+}
+
+/// The daemon-level status: the logs.
+fn daemon_json(admin: &Admin) -> Json {
+    let lag = admin.pipeline.output_lag();
+    let mut output = log_json(&admin.pipeline.output_status());
+    output["written"] = json!(admin.pipeline.output_written());
+    output["lag"] = json!({ "messages": lag.messages, "bytes": lag.bytes });
+    json!({
+        "log": log_json(&admin.pipeline.input_status()),
+        "output": output,
+        "pending_store_writes": admin.pipeline.pending_store_writes(),
+    })
 }
 
 fn all_json(admin: &Admin) -> Json {
@@ -194,24 +239,18 @@ fn unix_ns(t: SystemTime) -> u64 {
 /// `GET /status`: what the dashboard shows, in one answer.
 fn daemon_status(admin: &Admin, started: SystemTime, events: &dashboard::Events) -> Response {
     let compiles = admin.registry.host().compile_stats();
-    axum::Json(json!({
-        "started_at_ns": unix_ns(started),
-        "now_ns": unix_ns(SystemTime::now()),
-        "messages": {
-            "received": admin.pipeline.received.load(Ordering::Relaxed),
-            "unmatched": admin.pipeline.unmatched.load(Ordering::Relaxed),
-        },
-        "compiles": {
-            "memo": compiles.memo_hits,
-            "cache": compiles.cache_hits,
-            "compiled": compiles.compiled,
-            "baseline": compiles.baseline_compiled,
-        },
-        "queue_capacity": admin.pipeline.capacity(),
-        "events": events.json(),
-        "plugins": all_json(admin),
-    }))
-    .into_response()
+    let mut out = daemon_json(admin);
+    out["started_at_ns"] = json!(unix_ns(started));
+    out["now_ns"] = json!(unix_ns(SystemTime::now()));
+    out["compiles"] = json!({
+        "memo": compiles.memo_hits,
+        "cache": compiles.cache_hits,
+        "compiled": compiles.compiled,
+        "baseline": compiles.baseline_compiled,
+    });
+    out["events"] = events.json();
+    out["plugins"] = all_json(admin);
+    axum::Json(out).into_response()
 }
 
 async fn list(State(admin): State<Admin>) -> Response {
@@ -283,13 +322,45 @@ async fn messages(State(admin): State<Admin>, body: Bytes) -> Response {
         Err(e) => return e.into_response(),
     };
     let accepted = messages.len();
-    let routed: usize = messages.into_iter().map(|m| admin.pipeline.route(m)).sum();
-    (
-        StatusCode::ACCEPTED,
-        axum::Json(json!({ "accepted": accepted, "routed": routed })),
-    )
-        .into_response()
+    let end = match admin.pipeline.try_accept(&messages) {
+        Ok(end) => end,
+        Err(e @ crate::log::LogError::Full { .. }) => {
+            let mut response = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{e}: the plugins are behind; retry after the time in Retry-After"),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return response;
+        }
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot accept messages: {e}"),
+            );
+        }
+    };
+    // 202 only once the messages are durable.
+    let pipeline = admin.pipeline.clone();
+    let durable = tokio::task::spawn_blocking(move || pipeline.wait_durable(end, DURABLE_WAIT)).await;
+    match durable {
+        Ok(true) => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "accepted": accepted, "durable": end.seq })),
+        )
+            .into_response(),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the messages were appended but not made durable within {DURABLE_WAIT:?}: see the daemon's log"
+            ),
+        ),
+    }
 }
+
+/// How long `POST /messages` waits for its messages to be durable.
+const DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn metrics(State(admin): State<Admin>) -> Response {
     let text = prometheus(&admin);
@@ -298,6 +369,25 @@ async fn metrics(State(admin): State<Admin>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// A label value as the Prometheus text format writes it: backslash, double quote and
+/// line feed escaped. Plugin names are kept to a safe alphabet where they enter (see
+/// `validate_name`), so this is the second of two guards, not the only one.
+fn label_value(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// A per-plugin number: metric name, type, help, and how to read it from the stats.
@@ -314,7 +404,7 @@ fn prometheus(admin: &Admin) -> String {
                 let _ = writeln!(out, "corral_{name}{{{labels}}} {value}");
             }
         };
-    let label = |name: &str| format!("plugin=\"{name}\"");
+    let label = |name: &str| format!("plugin=\"{}\"", label_value(name));
     let loaded: Vec<_> = statuses
         .iter()
         .filter_map(|s| s.plugin.as_ref().map(|p| (s.name.as_str(), p.clone(), p.stats())))
@@ -338,7 +428,7 @@ fn prometheus(admin: &Admin) -> String {
         ),
         ("timer_event", |s: &crate::Stats| s.timer_event.clone()),
     ] {
-        let with_entry = |name: &str| format!("plugin=\"{name}\",entry=\"{entry}\"");
+        let with_entry = |name: &str| format!("plugin=\"{}\",entry=\"{entry}\"", label_value(name));
         family(
             &format!("{entry}_calls_total"),
             "counter",
@@ -372,12 +462,18 @@ fn prometheus(admin: &Admin) -> String {
                 .map(|(n, _, s)| (with_entry(n), pick(s).max_duration.as_secs_f64())),
         );
     }
-    let gauges: [Gauge; 8] = [
+    let gauges: [Gauge; 9] = [
         (
             "terminations_total",
             "counter",
             "Times the plugin was terminated.",
             |s| s.terminations,
+        ),
+        (
+            "restarts_total",
+            "counter",
+            "Times the plugin was restarted after a termination, by its restart policy.",
+            |s| s.restarts,
         ),
         (
             "instances_total",
@@ -427,25 +523,48 @@ fn prometheus(admin: &Admin) -> String {
             &mut loaded.iter().map(|(n, _, s)| (label(n), pick(s) as f64)),
         );
     }
-    let queues: Vec<_> = statuses
+    let readers: Vec<_> = statuses
         .iter()
-        .filter_map(|s| admin.pipeline.queue(&s.name).map(|q| (s.name.clone(), q)))
+        .filter_map(|s| {
+            let reader = admin.pipeline.reader(&s.name)?;
+            Some((s.name.clone(), reader, admin.pipeline.lag(&s.name)?))
+        })
         .collect();
     family(
-        "queue_depth",
+        "lag_messages",
         "gauge",
-        "Messages waiting in the plugin's queue.",
-        &mut queues
-            .iter()
-            .map(|(n, q)| (label(n), q.depth.load(Ordering::Relaxed) as f64)),
+        "Messages in the log the plugin has not read yet.",
+        &mut readers.iter().map(|(n, _, l)| (label(n), l.messages as f64)),
     );
     family(
-        "queue_rejected_total",
+        "lag_bytes",
+        "gauge",
+        "Bytes of the log the plugin has not read yet.",
+        &mut readers.iter().map(|(n, _, l)| (label(n), l.bytes as f64)),
+    );
+    family(
+        "processed_total",
         "counter",
-        "Messages turned away because the plugin's queue was full.",
-        &mut queues
+        "Messages the plugin's matcher took from the log and handed to it.",
+        &mut readers
             .iter()
-            .map(|(n, q)| (label(n), q.rejected.load(Ordering::Relaxed) as f64)),
+            .map(|(n, r, _)| (label(n), r.processed.load(Ordering::Relaxed) as f64)),
+    );
+    family(
+        "skipped_total",
+        "counter",
+        "Log records the plugin could not read (damage) or that were deleted before it came back.",
+        &mut readers
+            .iter()
+            .map(|(n, r, _)| (label(n), r.skipped.load(Ordering::Relaxed) as f64)),
+    );
+    family(
+        "checkpoints_total",
+        "counter",
+        "Checkpoints the plugin committed.",
+        &mut readers
+            .iter()
+            .map(|(n, r, _)| (label(n), r.checkpoints.load(Ordering::Relaxed) as f64)),
     );
     let compiles = admin.registry.host().compile_stats();
     family(
@@ -461,17 +580,67 @@ fn prometheus(admin: &Admin) -> String {
         .into_iter()
         .map(|(source, n)| (format!("source=\"{source}\""), n as f64)),
     );
-    let _ = writeln!(
-        out,
-        "# HELP corral_unmatched_messages_total Messages that matched no plugin.\n\
-         # TYPE corral_unmatched_messages_total counter\ncorral_unmatched_messages_total {}",
-        admin.pipeline.unmatched.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP corral_received_messages_total Messages taken in, from stdin and POST /messages.\n\
-         # TYPE corral_received_messages_total counter\ncorral_received_messages_total {}",
-        admin.pipeline.received.load(Ordering::Relaxed)
-    );
+    let (input, output) = (admin.pipeline.input_status(), admin.pipeline.output_status());
+    for (name, help, value) in [
+        (
+            "log_end",
+            "Messages appended to the log since it began.",
+            input.durable.seq,
+        ),
+        (
+            "log_unread_bytes",
+            "Bytes of the log some plugin has not read yet.",
+            input.unread_bytes,
+        ),
+        (
+            "log_max_bytes",
+            "The bound on unread bytes (--max-log): intake waits at it.",
+            input.max_bytes,
+        ),
+        (
+            "log_disk_bytes",
+            "Bytes of the log's segments on disk.",
+            input.disk_bytes,
+        ),
+        (
+            "log_full_waits_total",
+            "Appends that waited for room in the log.",
+            input.full_waits,
+        ),
+        (
+            "output_end",
+            "Messages emitted into the output log since it began.",
+            output.durable.seq,
+        ),
+        (
+            "output_written_total",
+            "Lines the output wrote since the start.",
+            admin.pipeline.output_written(),
+        ),
+        (
+            "output_lag_messages",
+            "Emitted messages the output has not written yet.",
+            admin.pipeline.output_lag().messages,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP corral_{name} {help}\n# TYPE corral_{name} gauge\ncorral_{name} {value}"
+        );
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label_value;
+
+    #[test]
+    fn label_values_are_escaped_per_the_exposition_format() {
+        assert_eq!(label_value("cpu"), "cpu");
+        assert_eq!(
+            label_value("a\"} 1\ncorral_forged{x=\"\\"),
+            "a\\\"} 1\\ncorral_forged{x=\\\"\\\\"
+        );
+    }
 }

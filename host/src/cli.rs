@@ -27,7 +27,8 @@ enum Command {
         #[command(flatten)]
         cache: CacheArgs,
     },
-    /// Load FILE into a sandbox and call it: each --message in order, then --timer.
+    /// Load FILE into a sandbox and call it: each --message in order, each --invoke,
+    /// then --timer.
     /// Emitted messages go to stdout as JSON lines, the plugin's logs to stderr.
     Call(CallArgs),
     /// Start a plugin project: write NAME/ with the plugin, the WIT it builds against,
@@ -45,6 +46,42 @@ enum Command {
     /// Run the daemon: watch DIR for plugins, route JSON-line messages from stdin and
     /// the admin API to them, run their timers, write what they emit as JSON lines.
     Run(RunArgs),
+    /// Compile a component read on stdin for the host that started this process (the
+    /// compile worker: see `corral::CompileWorker`).
+    #[command(hide = true)]
+    CompileWorker,
+}
+
+/// The arguments that make `corral` a compile worker.
+const COMPILE_WORKER: &str = "compile-worker";
+
+/// How compiles are bounded: `--compile-limit KEY=VALUE`, and the worker.
+#[derive(Debug, Args)]
+struct CompileArgs {
+    /// Change one compile limit, e.g. `max-function-size=4MiB` or `compile-time=300s`
+    /// (repeatable; `corral` prints the keys when given a wrong one). See
+    /// docs/security.md, "Compiles".
+    #[arg(long = "compile-limit", value_name = "KEY=VALUE")]
+    compile_limits: Vec<String>,
+}
+
+impl CompileArgs {
+    fn limits(&self) -> anyhow::Result<corral::CompileLimits> {
+        let mut limits = corral::CompileLimits::default();
+        for pair in &self.compile_limits {
+            let (key, value) = pair
+                .split_once('=')
+                .with_context(|| format!("--compile-limit `{pair}`: expected KEY=VALUE"))?;
+            limits.set(key.trim(), value.trim()).map_err(anyhow::Error::msg)?;
+        }
+        Ok(limits)
+    }
+
+    /// This program, run as a compile worker.
+    fn worker() -> anyhow::Result<corral::CompileWorker> {
+        let program = std::env::current_exe().context("cannot find the `corral` program to compile in")?;
+        Ok(corral::CompileWorker::new(program).arg(COMPILE_WORKER))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -63,9 +100,22 @@ struct RunArgs {
     /// Write emitted messages to FILE (appended) instead of stdout.
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// Messages each plugin's queue holds before more are turned away (and counted).
-    #[arg(long, value_name = "N", default_value_t = corral::DaemonConfig::DEFAULT_QUEUE)]
-    queue: usize,
+    /// The most unread bytes the message log under --data holds: at the bound, intake
+    /// waits (stdin is not read, POST /messages answers 503) until the slowest plugin
+    /// catches up. Bytes, or with a KiB, MiB or GiB suffix.
+    #[arg(long, value_name = "SIZE", default_value = corral::DaemonConfig::DEFAULT_MAX_LOG, value_parser = corral::parse_size)]
+    max_log: u64,
+    /// How often appended messages are made durable (group commit), in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10)]
+    commit_interval_ms: u64,
+    /// How often each plugin commits its checkpoint (position, state, store writes), in
+    /// milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    checkpoint_interval_ms: u64,
+    /// Commit the logs to the page cache without fsync: a crash of the daemon loses
+    /// nothing, a crash of the machine may lose the last commits.
+    #[arg(long)]
+    no_fsync: bool,
     /// Do not read messages from stdin.
     #[arg(long)]
     no_stdin: bool,
@@ -84,6 +134,34 @@ struct RunArgs {
     /// from baseline (Winch) code within milliseconds while Cranelift compiles behind.
     #[arg(long)]
     no_baseline: bool,
+    /// Allow a sidecar to grant a directory that covers `/`, the watch directory, the
+    /// data directory or the compile cache (refused by default: such a grant hands a
+    /// plugin its own code, or native code the host runs).
+    #[arg(long)]
+    allow_broad_grants: bool,
+    #[command(flatten)]
+    compile: CompileArgs,
+    /// On SIGINT or SIGTERM, how long to wait for plugins to finish their queued
+    /// messages and save their state before a stuck one is abandoned (e.g. `10s`,
+    /// `500ms`).
+    #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
+    shutdown_timeout: std::time::Duration,
+}
+
+/// A duration: a number with `ms`, `s` or `m`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: expected e.g. 500ms, 10s or 2m"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" | "" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n.saturating_mul(60))),
+        other => Err(format!("unknown time unit `{other}` in `{text}`: use ms, s or m")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +171,11 @@ struct CallArgs {
     /// A message as JSON, passed to process-message; repeat for several calls.
     #[arg(long = "message", value_name = "JSON")]
     messages: Vec<String>,
+    /// Call the export NAME with WAVE-encoded arguments, e.g. `add(1, 2)` or
+    /// `describe({name: "x", tags: ["a"]})`, and print its results in WAVE, one call per
+    /// line; repeatable. An export of an interface is `iface#name`.
+    #[arg(long = "invoke", value_name = "NAME(ARGS)")]
+    invokes: Vec<String>,
     /// Call timer-event after the messages, with NOW_NS (default: now).
     #[arg(long, value_name = "NOW_NS", num_args = 0..=1, default_missing_value = "now")]
     timer: Option<String>,
@@ -116,20 +199,25 @@ struct CacheArgs {
     /// JavaScript plugin load in a fraction of a second after the first time.
     #[arg(long)]
     no_cache: bool,
+    #[command(flatten)]
+    compile: CompileArgs,
 }
 
 impl CacheArgs {
-    /// A host with the user's compile cache, unless --no-cache or there is no home.
+    /// A host with the user's compile cache, unless --no-cache or there is no home, and
+    /// compiles bounded in a worker.
     fn host(&self) -> anyhow::Result<Host> {
         let dir = std::env::var_os("XDG_CACHE_HOME")
             .filter(|d| !d.is_empty())
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
-        let host = match dir {
-            Some(dir) if !self.no_cache => Host::builder().cache_dir(dir.join("corral")).build()?,
-            _ => Host::new()?,
-        };
-        Ok(host)
+        let mut host = Host::builder()
+            .compile_limits(self.compile.limits()?)
+            .compile_worker(CompileArgs::worker()?);
+        if let Some(dir) = dir.filter(|_| !self.no_cache) {
+            host = host.cache_dir(dir.join("corral"));
+        }
+        Ok(host.build()?)
     }
 }
 
@@ -168,6 +256,10 @@ impl LimitArgs {
 
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if let Command::CompileWorker = cli.command {
+        // Nothing but the compiled code may reach stdout, and no logging is set up.
+        return Ok(corral::compile_worker_main());
+    }
     // Guest lines at info and up; the library's own "call failed" warnings would repeat
     // the error `call` prints last, so only its errors show by default.
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -195,6 +287,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::CompileWorker => Ok(corral::compile_worker_main()),
         Command::Run(args) => {
             corral::run(corral::DaemonConfig {
                 dir: args.dir,
@@ -204,7 +297,16 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 output: args
                     .output
                     .map_or(corral::OutputTarget::Stdout, corral::OutputTarget::File),
-                queue_capacity: args.queue,
+                pipeline: corral::PipelineOptions {
+                    log: corral::LogOptions {
+                        max_bytes: args.max_log,
+                        // Small bounds get small segments, so read ones can go.
+                        segment_bytes: (args.max_log / 4).clamp(64 << 10, 16 << 20),
+                        commit_interval: std::time::Duration::from_millis(args.commit_interval_ms.max(1)),
+                        fsync: !args.no_fsync,
+                    },
+                    checkpoint_interval: std::time::Duration::from_millis(args.checkpoint_interval_ms.max(1)),
+                },
                 stdin: !args.no_stdin,
                 watch: corral::WatchOptions {
                     max_file_bytes: args.max_file_size,
@@ -213,6 +315,10 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 },
                 pool: args.pool,
                 baseline: !args.no_baseline,
+                shutdown_timeout: args.shutdown_timeout,
+                compile_limits: args.compile.limits()?,
+                compile_worker: Some(CompileArgs::worker()?),
+                allow_broad_grants: args.allow_broad_grants,
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -237,8 +343,10 @@ fn check(file: PathBuf, cache: &CacheArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
-    if args.messages.is_empty() && args.timer.is_none() {
-        bail!("nothing to call: give --message JSON (repeatable), --timer, or both");
+    if args.messages.is_empty() && args.timer.is_none() && args.invokes.is_empty() {
+        bail!(
+            "nothing to call: give --message JSON (repeatable), --invoke 'NAME(ARGS)' (repeatable), --timer, or several"
+        );
     }
     let messages = args
         .messages
@@ -275,6 +383,11 @@ fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         for message in &messages {
             print(plugin.process_message(message)?);
         }
+        for invoke in &args.invokes {
+            let (results, outcome) = crate::invoke::invoke(&plugin, invoke)?;
+            print(outcome);
+            println!("{results}");
+        }
         if let Some(now_ns) = timer {
             print(plugin.timer_event(now_ns)?);
         }
@@ -301,6 +414,7 @@ fn print_stats(stats: &corral::Stats) {
     };
     entry("process-message", &stats.process_message);
     entry("timer-event", &stats.timer_event);
+    entry("other exports", &stats.exports);
     eprintln!("stats: most fuel one call used: {}", stats.max_fuel_used);
     eprintln!(
         "stats: memory: {} bytes now, {} at most",

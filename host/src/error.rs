@@ -9,10 +9,13 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::compile::CompileLimit;
 use crate::limits::Limit;
 
-/// The WIT world every plugin must fit, as named in messages.
-pub const WORLD: &str = "corral:plugin/filter@0.1.0";
+/// The WIT world a plugin is told about when it fits none: the one every language can
+/// target. (A plugin is checked against the world its exports point to; see
+/// [`LoadError::Incompatible`].)
+pub const WORLD: &str = concat!("corral:plugin/filter@", plugin_version!());
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +31,7 @@ pub enum LoadError {
         error: std::io::Error,
     },
     /// The plugin's name cannot be used (it names its store namespace and its logs).
-    #[error("invalid plugin name `{name}`: {reason}")]
+    #[error("invalid plugin name `{}`: {reason}", Escaped(name))]
     InvalidName {
         /// The name, or the path it was taken from.
         name: String,
@@ -81,7 +84,7 @@ pub enum LoadError {
     /// The component does not fit the world: wrong or missing exports, unknown imports,
     /// or another version of the contract.
     #[error(
-        "plugin `{plugin}` does not fit the `{WORLD}` world:{}\n  \
+        "plugin `{plugin}` does not fit the `{world}` world:{}\n  \
          rebuild it against the WIT files of this Corral (its `wit/` directory, which \
          `corral new` copies into a new project)",
         Bulleted(problems)
@@ -89,8 +92,81 @@ pub enum LoadError {
     Incompatible {
         /// The plugin's name.
         plugin: String,
+        /// The world it was checked against, e.g. `corral:plugin/batch-filter@0.1.0`:
+        /// the one its exports point to.
+        world: String,
         /// Every mismatch found, not just the first.
         problems: Vec<Mismatch>,
+    },
+    /// The component's start-up (its start functions, static constructors) ran into a
+    /// limit, such as its deadline in a start function that sleeps.
+    #[error("plugin `{plugin}` failed to start: it exceeded its {limit} limit: {detail}")]
+    StartLimit {
+        /// The plugin's name.
+        plugin: String,
+        /// Which limit.
+        limit: Limit,
+        /// The limit's value, in words.
+        detail: String,
+    },
+    /// The component holds more than a compile limit allows (counted before anything is
+    /// compiled: see [`crate::CompileLimits`]).
+    #[error(
+        "plugin `{plugin}` is too costly to compile: {}, more than the {max} allowed (`{limit}`): {}",
+        limit.describe(*value),
+        limit.advice()
+    )]
+    TooCostly {
+        /// The plugin's name.
+        plugin: String,
+        /// Which limit.
+        limit: CompileLimit,
+        /// What the component holds.
+        value: u64,
+        /// What the limit allows.
+        max: u64,
+    },
+    /// Compiling the component ran past its time or memory bound and was stopped
+    /// ([`crate::CompileLimits::time`], [`crate::CompileLimits::memory_bytes`]).
+    #[error(
+        "plugin `{plugin}` is too costly to compile: {} (`{limit}`), so the compile was \
+         stopped: {}",
+        limit.describe(*max),
+        limit.advice()
+    )]
+    CompileStopped {
+        /// The plugin's name.
+        plugin: String,
+        /// [`CompileLimit::Time`] or [`CompileLimit::Memory`].
+        limit: CompileLimit,
+        /// The bound: milliseconds or bytes.
+        max: u64,
+    },
+    /// The compile worker could not be run, or failed for another reason than a bound
+    /// (see [`crate::CompileWorker`]).
+    #[error("cannot compile plugin `{plugin}`: {reason}")]
+    Compile {
+        /// The plugin's name.
+        plugin: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A directory grant covers what a plugin must never reach: `/`, the watch
+    /// directory, the data directory or the compile cache (see
+    /// [`crate::HostBuilder::allow_broad_grants`]).
+    #[error(
+        "plugin `{plugin}` may not be granted `{}`: {covers}; grant a narrower directory, or \
+         allow broad grants if you mean it (`--allow-broad-grants`, \
+         `HostBuilder::allow_broad_grants`)",
+        host.display()
+    )]
+    BroadGrant {
+        /// The plugin's name.
+        plugin: String,
+        /// The granted host directory, as given.
+        host: PathBuf,
+        /// What it covers, in words.
+        covers: String,
     },
     /// The component was compiled but could not be instantiated (its start code trapped
     /// or needed more than its limits).
@@ -293,7 +369,30 @@ pub enum CallError {
         /// The reason.
         reason: String,
     },
-    /// Something else went wrong inside the call.
+    /// The guest broke the contract: it emitted a message the host refuses, reported
+    /// batch failures that do not fit its batch, or handed the host an invalid
+    /// canonical-ABI value. Handled as a trap: the instance is thrown away and the next
+    /// call gets a fresh one.
+    #[error("plugin `{plugin}` broke the contract: {violation}")]
+    Violation {
+        /// The plugin's name.
+        plugin: String,
+        /// What it did.
+        violation: Violation,
+    },
+    /// The export called by name is not there, or has other types than the call's: the
+    /// caller's mistake, so nothing ran and it is not counted against the plugin.
+    #[error("cannot call `{export}` of plugin `{plugin}`: {reason}")]
+    Export {
+        /// The plugin's name.
+        plugin: String,
+        /// The export's name.
+        export: String,
+        /// What is wrong: no such export, or how its type differs.
+        reason: String,
+    },
+    /// Something else went wrong inside the call: a failure of the host's own, not the
+    /// guest's.
     #[error("plugin `{plugin}` failed in the host: {reason}")]
     Host {
         /// The plugin's name.
@@ -316,6 +415,8 @@ impl CallError {
             | CallError::Unloaded { plugin }
             | CallError::NotFound { plugin }
             | CallError::Restart { plugin, .. }
+            | CallError::Violation { plugin, .. }
+            | CallError::Export { plugin, .. }
             | CallError::Host { plugin, .. } => plugin,
         }
     }
@@ -326,5 +427,100 @@ impl CallError {
             CallError::Limit { limit, .. } => Some(*limit),
             _ => None,
         }
+    }
+}
+
+/// How a guest broke the contract, in [`CallError::Violation`]. Guest text in it (a type,
+/// a field name, wasmtime's reason) is shown with control characters escaped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Violation {
+    /// It emitted a message with an empty type.
+    #[error("it emitted a message with an empty type")]
+    EmptyType,
+    /// It emitted a message whose type starts with `corral.`, which only the host writes.
+    #[error(
+        "it emitted a message of type `{}`: the `corral.` prefix is reserved for the host",
+        Escaped(type_)
+    )]
+    ReservedType {
+        /// The type it gave.
+        type_: String,
+    },
+    /// It emitted a message with a severity outside 0 to 7.
+    #[error("it emitted a message of severity `{severity}`: a severity is 0 (emergency) to 7 (debug)")]
+    Severity {
+        /// The severity it gave.
+        severity: i32,
+    },
+    /// It emitted a message stamped before the Unix epoch.
+    #[error(
+        "it emitted a message stamped `{timestamp}`, before the Unix epoch: give nanoseconds \
+         since 1970, or no timestamp to have the host stamp it"
+    )]
+    Timestamp {
+        /// The timestamp it gave.
+        timestamp: i64,
+    },
+    /// It emitted a message with a field of empty name.
+    #[error("it emitted a message whose field {index} has an empty name")]
+    EmptyFieldName {
+        /// The field's position in the message, from 0.
+        index: usize,
+    },
+    /// It emitted a message with two fields of the same name (`guest_logger` counts as
+    /// taken when the message names another logger than the plugin).
+    #[error("it emitted a message with more than one field named `{}`", Escaped(name))]
+    DuplicateField {
+        /// The repeated name.
+        name: String,
+    },
+    /// `process-batch` reported a failure for an index past the end of its batch.
+    #[error("`process-batch` reported a failure of message {index} in a batch of {messages}")]
+    FailureOutOfRange {
+        /// The index it reported.
+        index: u32,
+        /// The messages in the batch.
+        messages: usize,
+    },
+    /// `process-batch` reported failures out of order or more than once for a message.
+    #[error(
+        "`process-batch` reported a failure of message {index} after one of message {previous}: \
+         failures are listed once per message, in increasing order"
+    )]
+    FailureOrder {
+        /// The index it reported.
+        index: u32,
+        /// The index reported before it.
+        previous: u32,
+    },
+    /// It handed the host a value the canonical ABI does not allow: a pointer or length
+    /// outside its memory, a misaligned pointer, a bad `cabi_realloc` result, invalid
+    /// UTF-8, an unknown variant case, a handle it does not own.
+    #[error("it handed the host an invalid value: {}", Escaped(reason))]
+    InvalidValue {
+        /// Wasmtime's reason.
+        reason: String,
+    },
+    /// It holds more resource handles at once than the host allows.
+    #[error("it holds too many resource handles: {}", Escaped(reason))]
+    TooManyHandles {
+        /// Wasmtime's reason.
+        reason: String,
+    },
+    /// It called WASI's `exit`.
+    #[error("it called exit({code})")]
+    Exit {
+        /// The exit code.
+        code: i32,
+    },
+}
+
+/// Guest text shown with control characters escaped (see [`crate::output::escape`]).
+struct Escaped<'a>(&'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::output::escape(self.0))
     }
 }

@@ -7,18 +7,23 @@
 //! deadlines hold even in a loop that never calls the host; it stops when the engine
 //! is gone.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine};
 
 use crate::cache::CompileCache;
+use crate::compile::{self, CompileLimits, CompileWorker, ComponentCost, WorkerError};
+use crate::deadline::Ticks;
+use crate::embedder::{HostFunctions, HostGetter, HostLinker};
+use crate::engine::{self, EngineSettings};
 use crate::error::LoadError;
+use crate::grants::{GrantPolicy, Protected};
 use crate::output::Output;
 use crate::plugin::{Plugin, PluginOptions};
 use crate::sandbox::{SandboxSpec, SandboxState};
@@ -28,8 +33,6 @@ use crate::world::{self, Filter, WorldReport};
 
 /// How many compiled components the memo keeps.
 const MEMO_ENTRIES: usize = 16;
-/// Bytes of a pooled memory or table reset in place rather than released to the kernel.
-const POOL_KEEP_RESIDENT: usize = 256 << 10;
 /// The longest plugin name.
 const MAX_NAME: usize = 64;
 
@@ -46,6 +49,11 @@ pub struct HostBuilder {
     cache_dir: Option<PathBuf>,
     pooling: Option<u32>,
     baseline: bool,
+    compile_limits: CompileLimits,
+    compile_worker: Option<CompileWorker>,
+    protected: Vec<PathBuf>,
+    allow_broad_grants: bool,
+    host_functions: HostFunctions,
 }
 
 impl Default for HostBuilder {
@@ -56,6 +64,11 @@ impl Default for HostBuilder {
             cache_dir: None,
             pooling: None,
             baseline: false,
+            compile_limits: CompileLimits::default(),
+            compile_worker: None,
+            protected: Vec::new(),
+            allow_broad_grants: false,
+            host_functions: HostFunctions::default(),
         }
     }
 }
@@ -109,98 +122,199 @@ impl HostBuilder {
         self
     }
 
+    /// Adds host functions of the embedder's own to what plugins may import: typically
+    /// the `add_to_linker` that `wasmtime::component::bindgen!` generated for a WIT
+    /// interface, called with the getter this hands it, and the data `T` each instance
+    /// of a plugin gets, made by `data` from the plugin's name and config. The
+    /// embedder implements the generated `Host` trait on [`HostCtx<T>`](crate::HostCtx).
+    ///
+    /// ```
+    /// mod bindings {
+    ///     corral::wasmtime::component::bindgen!({
+    ///         inline: "
+    ///             package acme:lookup@0.1.0;
+    ///             interface lookup { get: func(key: string) -> option<string>; }
+    ///             world host { import lookup; }
+    ///         ",
+    ///         wasmtime_crate: corral::wasmtime,
+    ///     });
+    /// }
+    /// use bindings::acme::lookup::lookup;
+    /// use corral::wasmtime::component::HasSelf;
+    /// use corral::{Host, HostCtx};
+    ///
+    /// struct Table(std::collections::BTreeMap<String, String>);
+    ///
+    /// impl lookup::Host for HostCtx<Table> {
+    ///     fn get(&mut self, key: String) -> Option<String> {
+    ///         self.0.get(&key).cloned()
+    ///     }
+    /// }
+    ///
+    /// let host = Host::builder()
+    ///     .host_functions(
+    ///         |linker, get| lookup::add_to_linker::<_, HasSelf<_>>(linker, get),
+    ///         |_plugin, _config| Table([("k".to_owned(), "v".to_owned())].into()),
+    ///     )
+    ///     .build()?;
+    /// # Ok::<(), corral::HostError>(())
+    /// ```
+    ///
+    /// The world check then accepts a plugin importing what these functions define (by
+    /// its exact name, version included); a plugin importing an interface nobody
+    /// provides is still refused, naming it. Time spent in a host function counts
+    /// against the call's deadline, but only wasm code can be interrupted: a host
+    /// function runs to its end (see `docs/host-functions.md`).
+    pub fn host_functions<T, A, D>(mut self, add_to_linker: A, data: D) -> HostBuilder
+    where
+        T: Send + 'static,
+        A: Fn(&mut HostLinker, HostGetter<T>) -> wasmtime::Result<()> + Send + Sync + 'static,
+        D: Fn(&str, &BTreeMap<String, String>) -> T + Send + Sync + 'static,
+    {
+        self.host_functions.push(Arc::new(crate::embedder::Typed {
+            add: add_to_linker,
+            data,
+            _t: std::marker::PhantomData,
+        }));
+        self
+    }
+
     /// The largest linear memory one sandbox may have under [`HostBuilder::pooling`].
-    pub const POOL_MAX_MEMORY: usize = 256 << 20;
+    pub const POOL_MAX_MEMORY: usize = engine::POOL_MAX_MEMORY;
+
+    /// What a component may hold before it is compiled, and how long and how much
+    /// memory its compile may take (default [`CompileLimits::default`]). The first kind
+    /// always applies; the compile's bounds apply with a [`HostBuilder::compile_worker`].
+    pub fn compile_limits(mut self, limits: CompileLimits) -> HostBuilder {
+        self.compile_limits = limits;
+        self
+    }
+
+    /// Compiles in a child process started as `worker` says, under the time and memory
+    /// bounds of [`HostBuilder::compile_limits`], instead of in this process (the
+    /// default, where a compile's time and memory are not bounded). See
+    /// [`CompileWorker`] for what the program must do.
+    pub fn compile_worker(mut self, worker: CompileWorker) -> HostBuilder {
+        self.compile_worker = Some(worker);
+        self
+    }
+
+    /// A directory no plugin may be granted, nor any directory above it: the host's own
+    /// files (`corral run` protects its data directory and the watch directory; `/` and
+    /// the compile cache are always protected). See [`HostBuilder::allow_broad_grants`].
+    pub fn protect_dir(mut self, dir: impl Into<PathBuf>) -> HostBuilder {
+        self.protected.push(dir.into());
+        self
+    }
+
+    /// Allows directory grants that cover `/`, the compile cache or a protected
+    /// directory (default: such a grant fails the load with [`LoadError::BroadGrant`]).
+    pub fn allow_broad_grants(mut self, allow: bool) -> HostBuilder {
+        self.allow_broad_grants = allow;
+        self
+    }
 
     /// Creates the engine and linker and starts the epoch thread.
     ///
     /// # Errors
     ///
     /// [`HostError`] when wasmtime rejects the configuration or the thread cannot start.
-    pub fn build(self) -> Result<Host, HostError> {
+    pub fn build(mut self) -> Result<Host, HostError> {
         let fail = |e: &dyn std::fmt::Display| HostError(e.to_string());
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .consume_fuel(true)
-            .epoch_interruption(true);
-        if let Some(sandboxes) = self.pooling {
-            // A Rust guest for wasm32-wasip2 holds about 5 core instances, 2 memories
-            // and 2 tables (its code, the WASI adapter and their shims); a Python or
-            // JavaScript one holds more. Leave room for twice that.
-            let mut pool = wasmtime::PoolingAllocationConfig::new();
-            pool.total_component_instances(sandboxes)
-                .total_core_instances(sandboxes.saturating_mul(12))
-                .total_memories(sandboxes.saturating_mul(4))
-                .total_tables(sandboxes.saturating_mul(6))
-                .max_memories_per_module(2)
-                .max_tables_per_module(2)
-                .table_elements(100_000)
-                .max_memory_size(HostBuilder::POOL_MAX_MEMORY)
-                // Reset the pages an instance dirtied with memset, found by the
-                // PAGEMAP_SCAN ioctl where the kernel has it (Linux 6.7), instead of
-                // handing them back to the kernel: the next instance in the slot then
-                // takes no page faults on them.
-                .pagemap_scan(wasmtime::Enabled::Auto)
-                .linear_memory_keep_resident(POOL_KEEP_RESIDENT)
-                .table_keep_resident(POOL_KEEP_RESIDENT);
-            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        }
+        let settings = EngineSettings {
+            pooling: self.pooling,
+            baseline: false,
+        };
+        // A baseline instance would live outside the pool's bound.
         let baseline = if self.baseline && self.pooling.is_none() {
-            // The same settings (fuel and epochs are enforced alike), another compiler.
-            // Winch leaves the trampolines between host and guest to Cranelift:
-            // unoptimised, they compile a tenth faster (BENCHMARKS.md).
-            let mut config = config.clone();
-            config
-                .strategy(wasmtime::Strategy::Winch)
-                .cranelift_opt_level(wasmtime::OptLevel::None);
-            let engine = Engine::new(&config).map_err(|e| fail(&format_args!("{e:#}")))?;
-            let linker = Arc::new(linker(&engine).map_err(|e| fail(&format_args!("{e:#}")))?);
-            Some(Baseline { engine, linker })
+            let settings = EngineSettings {
+                baseline: true,
+                ..settings
+            };
+            let engine = Engine::new(&engine::config(&settings)).map_err(|e| fail(&format_args!("{e:#}")))?;
+            let linker =
+                Arc::new(linker(&engine, &self.host_functions).map_err(|e| fail(&format_args!("{e:#}")))?);
+            Some(Baseline {
+                engine,
+                linker,
+                settings,
+            })
         } else {
             None
         };
+        let config = engine::config(&settings);
         let engine = Engine::new(&config).map_err(|e| fail(&format_args!("{e:#}")))?;
-        let linker = linker(&engine).map_err(|e| fail(&format_args!("{e:#}")))?;
+        let linker = linker(&engine, &self.host_functions).map_err(|e| fail(&format_args!("{e:#}")))?;
+        self.host_functions.prepare(&engine).map_err(|e| fail(&e))?;
 
         let engines = [Some(engine.weak()), baseline.as_ref().map(|b| b.engine.weak())];
         let tick = self.epoch_tick;
+        let ticks = Ticks::default();
+        let epoch_ticks = ticks.clone();
         std::thread::Builder::new()
             .name("corral-epoch".into())
             .spawn(move || {
+                let mut next = std::time::Instant::now();
                 loop {
+                    // One epoch per tick of wall time: on a loaded machine a sleep
+                    // overshoots, and the ticks it missed are made up at once, so that a
+                    // deadline counts wall time rather than wake-ups.
+                    let now = std::time::Instant::now();
+                    let mut due = 0;
+                    while next <= now {
+                        due += 1;
+                        next += tick;
+                    }
                     let mut alive = false;
                     for engine in engines.iter().flatten().filter_map(|weak| weak.upgrade()) {
-                        engine.increment_epoch();
+                        for _ in 0..due {
+                            engine.increment_epoch();
+                        }
                         alive = true;
                     }
                     if !alive {
                         break;
                     }
-                    std::thread::sleep(tick);
+                    epoch_ticks.advance(due);
+                    std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
                 }
             })
             .map_err(|e| fail(&e))?;
 
         Ok(Host {
+            compiler: Arc::new(Compiler {
+                settings,
+                limits: self.compile_limits,
+                worker: self.compile_worker,
+            }),
+            grants: Arc::new(GrantPolicy::new(
+                self.protected,
+                self.cache_dir.clone(),
+                self.allow_broad_grants,
+            )),
             cache: self.cache_dir.map(|dir| CompileCache::new(&dir, &engine)),
             counters: Arc::default(),
             engine,
             linker: Arc::new(linker),
             store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
             epoch_tick: self.epoch_tick,
+            ticks,
             memo: Arc::new(Mutex::new(VecDeque::new())),
             compiling: Arc::default(),
             baseline,
+            host_functions: self.host_functions,
         })
     }
 }
 
-/// A linker with everything a plugin may import: WASI 0.2 and `corral:plugin`.
-fn linker(engine: &Engine) -> wasmtime::Result<Linker<SandboxState>> {
+/// A linker with everything a plugin may import: WASI 0.2, `corral:plugin`, and the
+/// embedder's host functions.
+fn linker(engine: &Engine, host_functions: &HostFunctions) -> wasmtime::Result<Linker<SandboxState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    // WASI 0.2, with every function that can block bounded by the call's deadline.
+    crate::deadline::add_wasi_to_linker(&mut linker)?;
     Filter::add_to_linker::<_, HasSelf<SandboxState>>(&mut linker, |s| s)?;
+    host_functions.add_to(&mut linker)?;
     Ok(linker)
 }
 
@@ -209,6 +323,16 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<SandboxState>> {
 struct Baseline {
     engine: Engine,
     linker: Arc<Linker<SandboxState>>,
+    settings: EngineSettings,
+}
+
+/// How components are compiled: the optimising engine's settings, the limits, and the
+/// worker to compile in, if any.
+#[derive(Debug)]
+struct Compiler {
+    settings: EngineSettings,
+    limits: CompileLimits,
+    worker: Option<CompileWorker>,
 }
 
 /// Loads plugins into sandboxes. Cloning a host is cheap and shares its engine, store
@@ -219,6 +343,8 @@ pub struct Host {
     linker: Arc<Linker<SandboxState>>,
     store: Arc<dyn KvStore>,
     epoch_tick: Duration,
+    /// Counted with the engine's epoch, for the deadline of blocking WASI calls.
+    ticks: Ticks,
     memo: Arc<Mutex<Memo>>,
     /// The digests being compiled now, so that a second load of the same bytes waits
     /// for the first compile instead of doing it again (seconds, for a Python guest).
@@ -226,6 +352,9 @@ pub struct Host {
     cache: Option<CompileCache>,
     counters: Arc<Counters>,
     baseline: Option<Baseline>,
+    compiler: Arc<Compiler>,
+    grants: Arc<GrantPolicy>,
+    host_functions: HostFunctions,
 }
 
 /// Takes a digest off [`Host::compiling`] when its compile ends, however it ends.
@@ -343,6 +472,8 @@ impl Host {
     /// a component, a component that does not fit the world, or one that cannot start
     /// within its limits.
     pub fn load(&self, name: &str, bytes: &[u8], options: PluginOptions) -> Result<Plugin, LoadError> {
+        validate_name(name)?;
+        self.grants.check(name, &options.dirs)?;
         let Linked {
             code,
             upgrade,
@@ -358,8 +489,16 @@ impl Host {
             dirs: Arc::new(options.dirs),
             kv: self.store.clone(),
             epoch_tick: self.epoch_tick,
+            ticks: self.ticks.clone(),
+            host_functions: self.host_functions.clone(),
         };
-        Plugin::start(spec, code, upgrade, hex(&digest), report)
+        Plugin::start(spec, code, upgrade, hex(&digest), report, options.restart)
+    }
+
+    /// Protects a watch directory from directory grants (see
+    /// [`HostBuilder::allow_broad_grants`]); the watcher protects its own.
+    pub(crate) fn protect_watch_dir(&self, dir: &Path) {
+        self.grants.protect(dir, Protected::Watch);
     }
 
     /// How many components were found in memory, found in the disk cache, or compiled.
@@ -404,7 +543,8 @@ impl Host {
             Some(b) if Engine::same(component.engine(), &b.engine) => (&b.engine, &*b.linker, Tier::Baseline),
             _ => (&self.engine, &*self.linker, Tier::Optimized),
         };
-        let (pre, exports, report) = world::link(name, engine, linker, component)?;
+        let provided = |import: &str| self.host_functions.provides(import);
+        let (pre, exports, report) = world::link(name, engine, linker, component, &provided)?;
         let code = Code {
             pre,
             exports: Arc::new(exports),
@@ -437,20 +577,24 @@ impl Host {
             .cache
             .as_ref()
             .and_then(|cache| cache.get(&self.engine, &digest));
-        let invalid = |e: wasmtime::Error| LoadError::Invalid {
-            plugin: name.to_owned(),
-            reason: format!("{e:#}"),
-        };
+        if cached.is_none() {
+            // What is found compiled costs nothing; what is not is counted first.
+            self.check_cost(name, bytes)?;
+        }
         // Winch does not take every module Cranelift does (some SIMD, for one): a
         // component it refuses is compiled by Cranelift as if there were no baseline.
+        // One that is too costly for Winch is too costly for Cranelift.
         let baseline = match (&cached, &self.baseline) {
-            (None, Some(baseline)) => match Component::from_binary(&baseline.engine, bytes) {
-                Ok(component) => Some(component),
-                Err(e) => {
-                    tracing::debug!(plugin = name, "no baseline code: {e:#}");
-                    None
+            (None, Some(baseline)) => {
+                match self.compile_for(name, bytes, baseline.settings, &baseline.engine) {
+                    Ok(component) => Some(component),
+                    Err(LoadError::Invalid { reason, .. }) => {
+                        tracing::debug!(plugin = name, "no baseline code: {reason}");
+                        None
+                    }
+                    Err(e) => return Err(e),
                 }
-            },
+            }
             _ => None,
         };
         let compiled = match (cached, baseline) {
@@ -474,7 +618,7 @@ impl Host {
                 count(&self.counters.compiled);
                 // Compiling takes milliseconds to seconds: never hold the memo's lock
                 // meanwhile.
-                let component = Component::from_binary(&self.engine, bytes).map_err(invalid)?;
+                let component = self.compile_for(name, bytes, self.compiler.settings, &self.engine)?;
                 if let Some(cache) = &self.cache {
                     cache.put(&digest, &component);
                 }
@@ -486,6 +630,85 @@ impl Host {
         };
         self.remember(digest, compiled.clone());
         Ok(compiled)
+    }
+
+    /// Refuses a component that holds more than the compile limits allow.
+    fn check_cost(&self, name: &str, bytes: &[u8]) -> Result<(), LoadError> {
+        let limits = &self.compiler.limits;
+        let cost = ComponentCost::measure(bytes).map_err(|e| LoadError::Invalid {
+            plugin: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+        match limits.exceeded(&cost) {
+            None => Ok(()),
+            Some((limit, value)) => {
+                tracing::warn!(
+                    plugin = name,
+                    limit = limit.key(),
+                    value,
+                    "refused before compiling"
+                );
+                Err(LoadError::TooCostly {
+                    plugin: name.to_owned(),
+                    limit,
+                    value,
+                    max: limits.get(limit),
+                })
+            }
+        }
+    }
+
+    /// Compiles `bytes` for `engine` (built from `settings`): in the compile worker under
+    /// its bounds when there is one, in this process otherwise.
+    fn compile_for(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        settings: EngineSettings,
+        engine: &Engine,
+    ) -> Result<Component, LoadError> {
+        let invalid = |reason: String| LoadError::Invalid {
+            plugin: name.to_owned(),
+            reason,
+        };
+        let Some(worker) = &self.compiler.worker else {
+            return Component::from_binary(engine, bytes).map_err(|e| invalid(format!("{e:#}")));
+        };
+        let started = std::time::Instant::now();
+        let code =
+            compile::in_worker(worker, settings, &self.compiler.limits, bytes).map_err(|e| match e {
+                WorkerError::Invalid(reason) => invalid(reason),
+                WorkerError::Stopped(limit, max) => {
+                    tracing::warn!(plugin = name, limit = limit.key(), max, "compile stopped");
+                    LoadError::CompileStopped {
+                        plugin: name.to_owned(),
+                        limit,
+                        max,
+                    }
+                }
+                WorkerError::Failed(reason) => LoadError::Compile {
+                    plugin: name.to_owned(),
+                    reason,
+                },
+            })?;
+        tracing::debug!(
+            plugin = name,
+            baseline = settings.baseline,
+            ms = started.elapsed().as_millis() as u64,
+            bytes = code.len(),
+            "compiled in the worker"
+        );
+        // SAFETY: the bytes are what `Engine::precompile_component` made in the compile
+        // worker, a program the embedder named to run for this purpose (trusted as this
+        // one is), for an engine built from the same settings by the same function
+        // (`engine::config`); wasmtime checks its own header (version, target, settings)
+        // before using them.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(engine, &code) };
+        component.map_err(|e| LoadError::Compile {
+            plugin: name.to_owned(),
+            reason: format!("the compile worker's code does not load: {e:#}"),
+        })
     }
 
     /// Puts a compiled component in the memo, in place of what it held for `digest`.
@@ -504,8 +727,8 @@ impl Host {
         let host = self.clone();
         let name = name.to_owned();
         let optimize = move || {
-            let component = Component::from_binary(&host.engine, &bytes);
-            let result = component.map_err(|e| format!("{e:#}")).and_then(|component| {
+            let component = host.compile_for(&name, &bytes, host.compiler.settings, &host.engine);
+            let result = component.map_err(|e| e.to_string()).and_then(|component| {
                 if let Some(cache) = &host.cache {
                     cache.put(&digest, &component);
                 }

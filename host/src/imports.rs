@@ -4,10 +4,13 @@
 //! Every import that writes is charged to the call's budgets before it has any effect.
 //! Going past the output or emit cap returns an error from the import, which traps the
 //! guest at that point: the call ends there, and the sandbox reports the limit it hit.
+//! An emitted message the host refuses (see [`normalise`]) traps the guest the same way,
+//! and the call fails with [`crate::CallError::Violation`].
 
 use wasmtime::component::Resource;
 
-use crate::message::{Field, Message, Value, now_ns};
+use crate::error::Violation;
+use crate::message::{Field, GUEST_LOGGER_FIELD, Message, Value, now_ns};
 use crate::output::LogLevel;
 use crate::sandbox::SandboxState;
 use crate::store::StoreError;
@@ -160,25 +163,90 @@ impl emit::Host for SandboxState {
             self.emit_refused = true;
             return Err(limit_trap("emit"));
         }
-        let message = Message {
-            timestamp: message.timestamp.unwrap_or_else(now_ns),
-            type_: message.type_,
-            logger: if message.logger.is_empty() {
-                self.plugin.to_string()
-            } else {
-                message.logger
-            },
-            severity: message.severity,
-            payload: message.payload,
-            fields: message.fields.into_iter().map(Field::from).collect(),
+        let message = match normalise(&self.plugin, message) {
+            Ok(message) => message,
+            Err(violation) => {
+                self.violation = Some(violation);
+                return Err(wasmtime::format_err!(
+                    "the plugin emitted a message the host refuses"
+                ));
+            }
         };
-        if !self.output.charge(message.output_size()) {
+        let size = message.output_size(self.output.remaining());
+        if !self.output.charge(size) {
             return Err(limit_trap("output"));
         }
         self.emitted.push(message);
         Ok(())
     }
 }
+
+/// An emitted message as the host writes it, or why it is refused (see
+/// `docs/security.md`, "What the host writes for a guest"): the logger is always the
+/// plugin's name, and a different one the guest gave is kept in the field
+/// [`GUEST_LOGGER_FIELD`]; the type is not empty and not in the host's `corral.`
+/// namespace; the severity is 0 to 7; the timestamp, when given, is not before 1970;
+/// field names are not empty and not repeated.
+pub(crate) fn normalise(plugin: &str, message: types::OutMessage) -> Result<Message, Violation> {
+    let types::OutMessage {
+        timestamp,
+        type_,
+        logger,
+        severity,
+        payload,
+        fields,
+    } = message;
+    if type_.is_empty() {
+        return Err(Violation::EmptyType);
+    }
+    if type_
+        .get(..RESERVED_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX))
+    {
+        return Err(Violation::ReservedType { type_ });
+    }
+    if !(0..=7).contains(&severity) {
+        return Err(Violation::Severity { severity });
+    }
+    if let Some(timestamp) = timestamp.filter(|t| *t < 0) {
+        return Err(Violation::Timestamp { timestamp });
+    }
+    let mut fields: Vec<Field> = fields.into_iter().map(Field::from).collect();
+    if !logger.is_empty() && logger != plugin {
+        fields.push(Field {
+            name: GUEST_LOGGER_FIELD.to_owned(),
+            value: Value::String(logger),
+        });
+    }
+    // Repeats are found by sorting references to the names: O(n log n) for the 60,000
+    // fields a hostile guest may send, where a pairwise check would be quadratic.
+    let mut names: Vec<(&str, usize)> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name.as_str(), i))
+        .collect();
+    if let Some(&(_, index)) = names.iter().find(|(name, _)| name.is_empty()) {
+        return Err(Violation::EmptyFieldName { index });
+    }
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(Violation::DuplicateField {
+            name: pair[0].0.to_owned(),
+        });
+    }
+    Ok(Message {
+        timestamp: timestamp.unwrap_or_else(now_ns),
+        type_,
+        logger: plugin.to_owned(),
+        severity,
+        payload,
+        fields,
+    })
+}
+
+/// The type prefix of the host's own messages (e.g. `corral.plugin-terminated`), compared
+/// without regard to ASCII case.
+const RESERVED_PREFIX: &str = "corral.";
 
 impl From<&Value> for types::Value {
     fn from(v: &Value) -> types::Value {

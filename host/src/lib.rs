@@ -24,7 +24,9 @@
 //! # }
 //! ```
 //!
-//! `host/examples/embed.rs` is the same walk-through as a program.
+//! `host/examples/embed.rs` is the same walk-through as a program. The guides,
+//! `docs/embedding.md` and `docs/host-functions.md` (host functions of the embedder's
+//! own), are compiled with the crate's doctests.
 
 #![deny(missing_docs)]
 
@@ -35,15 +37,31 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The version of `corral:plugin`, spelled once: every name carrying it is built from
+/// it, and a unit test checks that `wit/plugin.wit` declares it.
+macro_rules! plugin_version {
+    () => {
+        "0.1.0"
+    };
+}
+
 mod admin;
 mod batch;
 mod cache;
+mod checkpoint;
+mod compile;
 mod current;
 mod daemon;
+mod deadline;
+mod embedder;
+mod engine;
 mod error;
+mod export;
+mod grants;
 mod host;
 mod imports;
 mod limits;
+mod log;
 mod matcher;
 mod message;
 mod output;
@@ -51,6 +69,7 @@ mod persist;
 mod pipeline;
 mod plugin;
 mod registry;
+mod restart;
 mod sandbox;
 mod sidecar;
 mod stats;
@@ -59,21 +78,39 @@ mod tier;
 mod watcher;
 mod world;
 
+// The guides' code, compiled and run as doctests so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/embedding.md")]
+struct EmbeddingGuide;
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/host-functions.md")]
+struct HostFunctionsGuide;
+
+pub use compile::{CompileLimit, CompileLimits, CompileWorker, ComponentCost, compile_worker_main};
 pub use daemon::{DaemonConfig, DaemonError, OutputTarget, run};
-pub use error::{CallError, LoadError, Mismatch, WORLD};
+pub use embedder::{HostCtx, HostGetter, HostLinker};
+pub use error::{CallError, LoadError, Mismatch, Violation, WORLD};
 pub use host::{CompileStats, Host, HostBuilder, HostError, content_version};
 pub use limits::{Limit, Limits, parse_size};
+pub use log::{LogOptions, Position};
 pub use matcher::{FieldCondition, Matcher, Names};
-pub use message::{DEFAULT_SEVERITY, Field, Message, Value, now_ns};
-pub use output::{LogLevel, LogLine, LogSource};
+pub use message::{DEFAULT_SEVERITY, Field, GUEST_LOGGER_FIELD, Message, Value, now_ns};
+pub use output::{LogLevel, LogLine, LogSource, escape};
 pub use persist::{FLUSH_INTERVAL, OpenError, RedbStore};
-pub use pipeline::{MAX_BATCH, MAX_BATCH_BYTES, Pipeline, QueueStats, TERMINATED_TYPE, terminated_message};
+pub use pipeline::{
+    ID_FIELD, MAX_BATCH, MAX_BATCH_BYTES, PipelineOptions, TERMINATED_TYPE, terminated_message,
+};
 pub use plugin::{BatchOutcome, CallOutcome, DirGrant, Plugin, PluginOptions, PluginState};
 pub use registry::{Event, Installed, PluginHandle, PluginStatus, Registry, StateHandoff};
-pub use sidecar::Sidecar;
+pub use restart::{RestartPolicy, RestartStatus};
+pub use sandbox::SandboxState;
+pub use sidecar::{Sidecar, StartFrom};
 pub use stats::{EntryStats, Stats, TIMING_SAMPLE};
 pub use store::{KvStore, MemoryStore, StoreError};
 pub use tier::Tier;
+/// The wasmtime this Corral is built on, for an embedder's `bindgen!` and `Val`s: use it
+/// rather than a `wasmtime` dependency of your own, so the two never differ.
+pub use wasmtime;
 pub use wasmtime::Trap;
 pub use watcher::{DEBOUNCE, WatchError, WatchOptions, Watcher};
 pub use world::{PLUGIN_PACKAGE_VERSION, WASI_VERSION, WorldReport};

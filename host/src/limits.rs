@@ -96,6 +96,10 @@ pub enum Limit {
     Output,
     /// [`Limits::emits`].
     Emits,
+    /// The bytes one host call may take from the guest (its strings and lists, as
+    /// wasmtime copies them: its "hostcall fuel"): [`Limits::memory_bytes`], so a
+    /// call cannot make the host copy more than the sandbox holds.
+    HostCopy,
 }
 
 impl Limit {
@@ -107,6 +111,7 @@ impl Limit {
             Limit::Deadline => "deadline",
             Limit::Output => "output",
             Limit::Emits => "emits",
+            Limit::HostCopy => "host-copy",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The `corral` command: a thin shell over the library. See `corral --help`.
 
 mod cli;
+mod invoke;
 mod new;
 
 use std::process::ExitCode;

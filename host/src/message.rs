@@ -29,6 +29,11 @@ use serde::{Deserialize, Serialize};
 /// Heka's default severity: 7, debug.
 pub const DEFAULT_SEVERITY: i32 = 7;
 
+/// The field that keeps the logger a plugin gave an emitted message when it was not the
+/// plugin's own name: the host writes the plugin's name as the logger (see
+/// `docs/security.md`, "What the host writes for a guest").
+pub const GUEST_LOGGER_FIELD: &str = "guest_logger";
+
 /// A Heka-style message: headers, a payload and typed fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
@@ -132,23 +137,35 @@ impl Message {
         serde_json::to_string(self).expect("a message always serialises")
     }
 
-    /// The bytes this message counts for against a plugin's output cap: its strings,
-    /// field names and field values, plus 8 bytes for each number.
-    pub fn output_size(&self) -> u64 {
-        let fields: usize = self
-            .fields
-            .iter()
-            .map(|f| {
-                f.name.len()
-                    + match &f.value {
-                        Value::String(s) => s.len(),
-                        Value::Bytes(b) => b.len(),
-                        Value::Int(_) | Value::Float(_) => 8,
-                        Value::Bool(_) => 1,
-                    }
-            })
-            .sum();
-        (16 + self.type_.len() + self.logger.len() + self.payload.len() + fields) as u64
+    /// The bytes this message counts for against a plugin's output cap: the length of
+    /// its JSON line ([`Message::to_json`]) exactly, counted without building it. Counting
+    /// stops early once past `max` (the result is then some number above `max`), so a
+    /// huge message costs no more to count than the cap it is refused by.
+    pub fn output_size(&self, max: u64) -> u64 {
+        let mut counter = Counter { bytes: 0, max };
+        // The counter refuses to go on past `max`: the error is that, nothing else.
+        let _ = serde_json::to_writer(&mut counter, self);
+        counter.bytes
+    }
+}
+
+/// A writer that only counts, and gives up past its maximum.
+struct Counter {
+    bytes: u64,
+    max: u64,
+}
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len() as u64;
+        if self.bytes > self.max {
+            return Err(std::io::Error::other("past the maximum"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -329,6 +346,27 @@ mod tests {
         let m = Message::from_json(json).unwrap();
         assert_eq!(Message::from_json(&m.to_json()).unwrap(), m);
         assert_eq!(m.field("i"), Some(&Value::Float(-6.666666666666666e43)));
+    }
+
+    #[test]
+    fn output_size_is_the_json_length() {
+        let mut m = Message::new("t\u{1}\"");
+        m.payload = "\u{0}\u{1f}\\é".into();
+        m.fields = (0..50)
+            .map(|i| Field {
+                name: format!("f{i}"),
+                value: match i % 4 {
+                    0 => Value::Bool(false),
+                    1 => Value::Float(0.1 * i as f64),
+                    2 => Value::Bytes(vec![1; i]),
+                    _ => Value::Float(f64::NAN),
+                },
+            })
+            .collect();
+        let len = m.to_json().len() as u64;
+        assert_eq!(m.output_size(u64::MAX), len);
+        assert_eq!(m.output_size(len), len);
+        assert!(m.output_size(10) > 10, "counting stops past the maximum");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::store::{KvStore, StoreError};
 
@@ -29,6 +29,31 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
 /// State saved at shutdown: plugin name → (preservation version, bytes).
 const STATE: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("state");
+/// Each reader's checkpoint: reader name (a plugin's, or the output's, see
+/// [`OUTPUT_READER`]) → its log position (sequence number, byte offset) and the emit
+/// counters its emitted messages' ids continue from (see `pipeline`).
+const CHECKPOINTS: TableDefinition<&str, Checkpointed> = TableDefinition::new("checkpoints");
+
+/// A checkpoint as stored: sequence number, byte offset, and the emit counters (by
+/// messages, by timer events and reports).
+pub(crate) type Checkpointed = (u64, u64, u64, u64);
+
+/// The output's name among the checkpoints: no plugin can be called this (a plugin's
+/// name has no space).
+pub(crate) const OUTPUT_READER: &str = "corral output";
+
+/// What a plugin's checkpoint commits in one transaction.
+pub(crate) struct CheckpointWrite<'a> {
+    /// The plugin.
+    pub plugin: &'a str,
+    /// Its log position and emit counters.
+    pub at: Checkpointed,
+    /// Its saved state, with its preservation version; `None` leaves the saved state as
+    /// it was.
+    pub state: Option<(u64, &'a [u8])>,
+    /// Its store writes since the last checkpoint: a value, or `None` for a delete.
+    pub writes: &'a std::collections::BTreeMap<String, Option<Vec<u8>>>,
+}
 
 /// The database file could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +98,7 @@ impl RedbStore {
         let txn = db.begin_write().map_err(|e| fail(&e))?;
         txn.open_table(KV).map_err(|e| fail(&e))?;
         txn.open_table(STATE).map_err(|e| fail(&e))?;
+        txn.open_table(CHECKPOINTS).map_err(|e| fail(&e))?;
         txn.commit().map_err(|e| fail(&e))?;
         let store = RedbStore {
             db: Arc::new(db),
@@ -147,6 +173,76 @@ impl RedbStore {
         txn.open_table(STATE)
             .map_err(other)?
             .remove(plugin)
+            .map_err(other)?;
+        txn.commit().map_err(other)
+    }
+
+    /// Commits a checkpoint (position, state and store writes) durably, in one
+    /// transaction: after a crash all of it is there or none of it.
+    ///
+    /// # Errors
+    ///
+    /// The database's error; nothing was written.
+    pub(crate) fn commit_checkpoint(&self, checkpoint: &CheckpointWrite<'_>) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(other)?;
+        let mut delta = 0i64;
+        {
+            let mut kv = txn.open_table(KV).map_err(other)?;
+            for (key, value) in checkpoint.writes {
+                let existed = match value {
+                    Some(value) => kv
+                        .insert((checkpoint.plugin, key.as_str()), value.as_slice())
+                        .map_err(other)?
+                        .is_some(),
+                    None => kv
+                        .remove((checkpoint.plugin, key.as_str()))
+                        .map_err(other)?
+                        .is_some(),
+                };
+                delta += i64::from(value.is_some()) - i64::from(existed);
+            }
+            if let Some((version, data)) = checkpoint.state {
+                txn.open_table(STATE)
+                    .map_err(other)?
+                    .insert(checkpoint.plugin, (version, data))
+                    .map_err(other)?;
+            }
+            txn.open_table(CHECKPOINTS)
+                .map_err(other)?
+                .insert(checkpoint.plugin, checkpoint.at)
+                .map_err(other)?;
+        }
+        txn.commit().map_err(other)?;
+        self.adjust(checkpoint.plugin, delta);
+        Ok(())
+    }
+
+    /// Every reader's checkpointed position.
+    ///
+    /// # Errors
+    ///
+    /// The database's error.
+    pub(crate) fn checkpoints(&self) -> Result<HashMap<String, Checkpointed>, StoreError> {
+        let txn = self.db.begin_read().map_err(other)?;
+        let table = txn.open_table(CHECKPOINTS).map_err(other)?;
+        let mut all = HashMap::new();
+        for entry in table.iter().map_err(other)? {
+            let (k, v) = entry.map_err(other)?;
+            all.insert(k.value().to_owned(), v.value());
+        }
+        Ok(all)
+    }
+
+    /// Commits the output's position durably.
+    ///
+    /// # Errors
+    ///
+    /// The database's error.
+    pub(crate) fn commit_position(&self, reader: &str, at: Checkpointed) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(other)?;
+        txn.open_table(CHECKPOINTS)
+            .map_err(other)?
+            .insert(reader, at)
             .map_err(other)?;
         txn.commit().map_err(other)
     }

@@ -11,7 +11,13 @@
 //! - [`Limits::max_consecutive_failures`] failures in a row: terminated.
 //!
 //! A terminated plugin refuses every call with [`CallError::Terminated`] and keeps its
-//! reason in [`PluginState`] until it is replaced by a new load.
+//! reason in [`PluginState`] until it is replaced by a new load, or, with a
+//! [`PluginOptions::restart`] policy, until its backoff ends and it restarts (see the
+//! `restart` module).
+//!
+//! The state, tier and stats are published apart from the call's lock: reading them
+//! never waits for a call in progress, however long the guest holds it (at most its
+//! deadline, blocking WASI calls included: see the `deadline` module).
 //!
 //! A call is all or nothing for its output: the messages a failed call emitted are
 //! discarded (and counted in [`Stats::discarded`]), so a caller never acts on half a
@@ -29,19 +35,21 @@
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
 
 use wasmtime::Trap;
 use wasmtime::component::Resource;
 
 use crate::batch::Messages;
-use crate::error::{CallError, LoadError};
+use crate::error::{CallError, LoadError, Violation};
 use crate::limits::{Limit, Limits};
 use crate::lock;
 use crate::message::Message;
-use crate::output::LogLine;
-use crate::sandbox::{Entries, Sandbox, SandboxSpec};
+use crate::output::{LogGate, LogLine, escape, escaped_len};
+use crate::restart::{RestartPolicy, RestartStatus, Restarts};
+use crate::sandbox::{Entries, Sandbox, SandboxSpec, SandboxState, StartError};
 use crate::stats::Stats;
 use crate::tier::{Code, Tier, Upgrade};
 use crate::world::WorldReport;
@@ -56,6 +64,9 @@ pub struct PluginOptions {
     pub config: BTreeMap<String, String>,
     /// Host directories the plugin may open through WASI; none by default.
     pub dirs: Vec<DirGrant>,
+    /// Whether and when it is restarted after a termination; by default never: it
+    /// stays terminated until replaced.
+    pub restart: Option<RestartPolicy>,
 }
 
 /// A host directory granted to a plugin.
@@ -135,8 +146,19 @@ pub struct Plugin {
     batches: bool,
     version: String,
     report: WorldReport,
+    restart: Option<RestartPolicy>,
     cell: Mutex<Cell>,
     stats: Mutex<Stats>,
+    /// What the cell holds, published for readers that must not wait on a call in
+    /// progress (status, metrics): the state, changed only under the cell's lock, and
+    /// the restart status.
+    shown: Mutex<(PluginState, Option<RestartStatus>)>,
+    /// The tier of the code the instance runs, as of the last call.
+    tier: AtomicU8,
+    /// The plugin itself, once shared, for a restart that comes due with no call.
+    this: OnceLock<Weak<Plugin>>,
+    /// The rate of the host's log lines about the plugin, shared with its guest's.
+    gate: Arc<Mutex<LogGate>>,
 }
 
 struct Cell {
@@ -154,6 +176,7 @@ struct Cell {
     /// Replaced by a newer version or unloaded: calls are refused with
     /// [`CallError::Unloaded`] so that a registry retries them on the newer version.
     retired: bool,
+    restarts: Restarts,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -170,6 +193,21 @@ enum Entry<'a> {
     /// One or more messages: one for a `filter` plugin.
     Messages(&'a dyn Messages),
     Timer(i64),
+    /// An export called by name: the first step finds it (an `Err` is the caller's
+    /// mistake, nothing ran), the second calls it.
+    Export(&'a mut dyn ExportCall),
+}
+
+/// A call of an export by name, for [`Entry::Export`].
+pub(crate) trait ExportCall {
+    /// Finds the export in `instance` and checks its type.
+    fn find(
+        &mut self,
+        store: &mut wasmtime::Store<SandboxState>,
+        instance: &wasmtime::component::Instance,
+    ) -> Result<(), String>;
+    /// Calls it.
+    fn call(&mut self, store: &mut wasmtime::Store<SandboxState>) -> wasmtime::Result<()>;
 }
 
 /// A live sandbox and what it has run.
@@ -205,12 +243,21 @@ impl Plugin {
         upgrade: Option<Arc<Upgrade>>,
         version: String,
         report: WorldReport,
+        restart: Option<RestartPolicy>,
     ) -> Result<Plugin, LoadError> {
-        let sandbox = spec.instantiate(&code).map_err(|e| LoadError::Instantiate {
-            plugin: spec.plugin.to_string(),
-            reason: format!("{e:#}"),
+        let sandbox = spec.instantiate(&code).map_err(|e| match e {
+            StartError::Limit(limit, detail) => LoadError::StartLimit {
+                plugin: spec.plugin.to_string(),
+                limit,
+                detail,
+            },
+            StartError::Other(reason) => LoadError::Instantiate {
+                plugin: spec.plugin.to_string(),
+                reason,
+            },
         })?;
         let memory = sandbox.store.data().limiter.current as u64;
+        let code_tier = code.tier;
         Ok(Plugin {
             stateful: sandbox.state.is_some(),
             batches: code.exports.batches(),
@@ -233,7 +280,16 @@ impl Plugin {
                 consecutive_failures: 0,
                 message_calls: 0,
                 retired: false,
+                restarts: Restarts::default(),
             }),
+            shown: Mutex::new((
+                PluginState::Running,
+                restart.as_ref().map(|_| RestartStatus::default()),
+            )),
+            tier: AtomicU8::new(tier_code(code_tier)),
+            this: OnceLock::new(),
+            restart,
+            gate: spec.output.gate(),
             spec,
             version,
             report,
@@ -244,10 +300,22 @@ impl Plugin {
     /// new to the host, until the optimised code is ready and can take over (see
     /// [`crate::HostBuilder::baseline`]).
     pub fn tier(&self) -> Tier {
-        let cell = lock(&self.cell);
-        cell.sandbox
-            .as_ref()
-            .map_or(cell.code.tier, |instance| instance.tier)
+        match self.tier.load(Ordering::Relaxed) {
+            0 => Tier::Baseline,
+            _ => Tier::Optimized,
+        }
+    }
+
+    /// Publishes the tier of the code the plugin runs now.
+    fn show_tier(&self, cell: &Cell) {
+        let tier = cell.sandbox.as_ref().map_or(cell.code.tier, |i| i.tier);
+        self.tier.store(tier_code(tier), Ordering::Relaxed);
+    }
+
+    /// Publishes the state and restart status of `cell`, after a change.
+    fn show_state(&self, cell: &Cell) {
+        let restart = self.restart.as_ref().map(|_| cell.restarts.status.clone());
+        *lock(&self.shown) = (cell.state.clone(), restart);
     }
 
     /// The plugin's name, which is also its store namespace.
@@ -275,9 +343,21 @@ impl Plugin {
         &self.report
     }
 
-    /// Whether it takes calls.
+    /// Whether it takes calls. Never waits for a call in progress.
     pub fn state(&self) -> PluginState {
-        lock(&self.cell).state.clone()
+        lock(&self.shown).0.clone()
+    }
+
+    /// Its restarts so far and when the next is due, if it has a restart policy
+    /// ([`PluginOptions::restart`]). Never waits for a call in progress.
+    pub fn restart_status(&self) -> Option<RestartStatus> {
+        lock(&self.shown).1.clone()
+    }
+
+    /// Lets the plugin restart itself when a restart comes due with no call to make it
+    /// (a plugin not held in an `Arc` restarts at the first call after its backoff).
+    pub(crate) fn attach(self: &Arc<Self>) {
+        let _ = self.this.set(Arc::downgrade(self));
     }
 
     /// A snapshot of its statistics.
@@ -362,6 +442,16 @@ impl Plugin {
         self.call(Entry::Timer(now_ns)).map(|done| done.outcome)
     }
 
+    /// The component its new instances are made from.
+    pub(crate) fn component(&self) -> wasmtime::component::Component {
+        lock(&self.cell).code.pre.component().clone()
+    }
+
+    /// Calls an export by name (see the `export` module).
+    pub(crate) fn call_export_inner(&self, call: &mut dyn ExportCall) -> Result<CallOutcome, CallError> {
+        self.call(Entry::Export(call)).map(|done| done.outcome)
+    }
+
     fn call(&self, entry: Entry<'_>) -> Result<Done, CallError> {
         let mut cell = lock(&self.cell);
         if cell.retired {
@@ -370,15 +460,19 @@ impl Plugin {
             });
         }
         if let PluginState::Terminated { reason } = &cell.state {
-            return Err(CallError::Terminated {
-                plugin: self.name().to_owned(),
-                reason: reason.clone(),
-            });
+            if !cell.restarts.is_due(Instant::now()) {
+                return Err(CallError::Terminated {
+                    plugin: self.name().to_owned(),
+                    reason: reason.clone(),
+                });
+            }
+            self.restart(&mut cell)?;
         }
         let messages = match entry {
             Entry::Messages(messages) => messages.len() as u64,
-            Entry::Timer(_) => 0,
+            Entry::Timer(_) | Entry::Export(_) => 0,
         };
+        let is_export = matches!(entry, Entry::Export(_));
         let is_timer = messages == 0;
         // Timer events are rare: every one is timed. Messages are timed one in eight: a
         // call is timed when it holds a message whose number is a multiple of eight.
@@ -390,9 +484,17 @@ impl Plugin {
         let mut restarted = false;
         let (result, facts) = self.run(&mut cell, entry, &mut restarted);
         let took = started.map(|started| started.elapsed());
+        self.show_tier(&cell);
 
         let mut stats = lock(&self.stats);
-        let entry_stats = if is_timer {
+        stats.instances += u64::from(restarted);
+        if let Err(error @ CallError::Export { .. }) = result {
+            // Nothing ran: the caller asked for an export that is not there.
+            return Err(error);
+        }
+        let entry_stats = if is_export {
+            &mut stats.exports
+        } else if is_timer {
             &mut stats.timer_event
         } else {
             &mut stats.process_message
@@ -402,7 +504,6 @@ impl Plugin {
             Err(_) => messages.max(1),
         };
         entry_stats.record(messages.max(1), took, failed);
-        stats.instances += u64::from(restarted);
         stats.max_fuel_used = stats.max_fuel_used.max(facts.fuel_used);
         stats.max_output_bytes = stats.max_output_bytes.max(facts.output_used);
         stats.memory_bytes = facts.memory;
@@ -415,13 +516,20 @@ impl Plugin {
                 // if each message had been a call of its own.
                 let mut next = 0;
                 let mut too_many = None;
+                // One line for the batch, not one per failed message: the host's log
+                // about a plugin is aggregated and rate-limited.
+                if let Some((index, error)) = done.failed.first() {
+                    self.warn(format_args!(
+                        "{} of {messages} messages of a batch failed, the first (message {index}): {error}",
+                        done.failed.len()
+                    ));
+                }
                 for (index, error) in &done.failed {
                     if *index != next {
                         cell.consecutive_failures = 0;
                     }
                     cell.consecutive_failures += 1;
                     next = index + 1;
-                    tracing::warn!(plugin = self.name(), %error, "message {index} of a batch failed");
                     stats.last_error = Some(error.to_string());
                     if cell.consecutive_failures >= max && too_many.is_none() {
                         too_many = Some(format!(
@@ -452,11 +560,20 @@ impl Plugin {
                 if let Some(reason) = reason {
                     self.terminate(&mut cell, &mut stats, reason);
                 } else {
-                    tracing::warn!(plugin = self.name(), %error, "call failed");
+                    self.warn(format_args!("call failed: {error}"));
                 }
             }
         }
         result
+    }
+
+    /// Logs a warning about the plugin, through its log gate (see [`LogGate`]).
+    fn warn(&self, line: std::fmt::Arguments<'_>) {
+        let admitted = lock(&self.gate).admit();
+        if let Some(suppressed) = admitted {
+            crate::output::report_suppressed(self.name(), suppressed);
+            tracing::warn!(plugin = self.name(), "{line}");
+        }
     }
 
     fn terminate(&self, cell: &mut Cell, stats: &mut Stats, reason: String) {
@@ -465,6 +582,99 @@ impl Plugin {
         stats.memory_bytes = 0;
         cell.sandbox = None;
         cell.state = PluginState::Terminated { reason };
+        if let Some(policy) = &self.restart {
+            match cell.restarts.terminated(policy, Instant::now()) {
+                Some(due) => {
+                    let wait = due.saturating_duration_since(Instant::now());
+                    tracing::info!(plugin = self.name(), ?wait, "restart scheduled");
+                    self.schedule_restart(due);
+                }
+                None => tracing::warn!(
+                    plugin = self.name(),
+                    restarts = cell.restarts.status.in_a_row,
+                    "restarts in a row at the most allowed: the plugin stays terminated until replaced"
+                ),
+            }
+        }
+        self.show_state(cell);
+    }
+
+    /// Restarts the plugin when `due` comes, unless a call has done it by then (only a
+    /// plugin shared through [`Plugin::attach`]; others restart at their next call).
+    fn schedule_restart(&self, due: Instant) {
+        let Some(this) = self.this.get().cloned() else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("corral-restart".into())
+            .spawn(move || {
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                if let Some(plugin) = this.upgrade() {
+                    let mut cell = lock(&plugin.cell);
+                    let due = !cell.retired
+                        && cell.state != PluginState::Running
+                        && cell.restarts.is_due(Instant::now());
+                    if due {
+                        let _ = plugin.restart(&mut cell);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(
+                plugin = self.name(),
+                "cannot start a restart timer, the next call restarts it: {e}"
+            );
+        }
+    }
+
+    /// Brings a terminated plugin back: a fresh instance, and calls again. A fresh
+    /// instance that cannot start terminates it again, with the next backoff.
+    fn restart(&self, cell: &mut Cell) -> Result<(), CallError> {
+        cell.restarts.restarted(Instant::now());
+        cell.consecutive_failures = 0;
+        cell.sandbox = None;
+        let started = self.spec.instantiate(&cell.code);
+        let mut stats = lock(&self.stats);
+        stats.restarts += 1;
+        match started {
+            Ok(sandbox) => {
+                stats.instances += 1;
+                stats.memory_bytes = sandbox.store.data().limiter.current as u64;
+                cell.sandbox = Some(Instance {
+                    sandbox,
+                    tier: cell.code.tier,
+                    called: false,
+                });
+                cell.state = PluginState::Running;
+                tracing::info!(
+                    plugin = self.name(),
+                    restarts = cell.restarts.status.restarts,
+                    "plugin restarted"
+                );
+                self.show_state(cell);
+                self.show_tier(cell);
+                Ok(())
+            }
+            Err(e) => {
+                let error = self.start_failed(e);
+                stats.last_error = Some(error.to_string());
+                self.terminate(cell, &mut stats, format!("restarting failed: {error}"));
+                Err(error)
+            }
+        }
+    }
+
+    /// The error of a fresh instance that did not start.
+    fn start_failed(&self, error: StartError) -> CallError {
+        let plugin = self.name().to_owned();
+        match error {
+            StartError::Limit(limit, detail) => CallError::Limit {
+                plugin,
+                limit,
+                detail,
+            },
+            StartError::Other(reason) => CallError::Restart { plugin, reason },
+        }
     }
 
     /// Moves the plugin to its optimised code once that is ready, at the first point
@@ -498,7 +708,7 @@ impl Plugin {
             funcs.save.call(store, ()).map(|(r,)| r)
         });
         let moved = saved.and_then(|data| {
-            let mut fresh = self.spec.instantiate(&cell.code).map_err(|e| format!("{e:#}"))?;
+            let mut fresh = self.spec.instantiate(&cell.code).map_err(|e| e.to_string())?;
             let restore = fresh
                 .state
                 .ok_or("the optimised code does not export the state interface")?
@@ -556,13 +766,7 @@ impl Plugin {
                         called: false,
                     });
                 }
-                Err(e) => {
-                    let error = CallError::Restart {
-                        plugin: plugin(),
-                        reason: format!("{e:#}"),
-                    };
-                    return (Err(error), facts);
-                }
+                Err(e) => return (Err(self.start_failed(e)), facts),
             }
         }
         let host_error = |reason: String| CallError::Host {
@@ -572,10 +776,15 @@ impl Plugin {
         let Cell { sandbox, batch, .. } = cell;
         let instance = sandbox.as_mut().expect("instantiated above");
         instance.called = true;
-        let Sandbox { store, entries, .. } = &mut instance.sandbox;
+        let Sandbox {
+            store,
+            entries,
+            instance: handle,
+            ..
+        } = &mut instance.sandbox;
         let messages = match entry {
             Entry::Messages(messages) => messages.len(),
-            Entry::Timer(_) => 1,
+            Entry::Timer(_) | Entry::Export(_) => 1,
         };
         let scale = u32::try_from(messages).unwrap_or(u32::MAX);
         if let Err(e) = self.spec.arm_for(store, scale) {
@@ -585,6 +794,7 @@ impl Plugin {
             let data = store.data_mut();
             data.emitted.clear();
             data.emit_refused = false;
+            data.violation = None;
             data.limiter.refused = None;
         }
         // Every entry point's answer as the failures it reports, by message.
@@ -592,6 +802,20 @@ impl Plugin {
             r.map(|r| r.err().map(|f| (0, f)).into_iter().collect())
         };
         let result: wasmtime::Result<Vec<(u32, Failure)>> = match (entry, entries) {
+            (Entry::Export(export), _) => {
+                if let Err(reason) = export.find(store, handle) {
+                    self.spec.output.end();
+                    return (
+                        Err(CallError::Export {
+                            plugin: plugin(),
+                            export: String::new(),
+                            reason,
+                        }),
+                        facts,
+                    );
+                }
+                export.call(store).map(|()| Vec::new())
+            }
             (Entry::Messages(messages), Entries::Filter(filter)) => {
                 debug_assert_eq!(messages.len(), 1, "a filter plugin takes one message per call");
                 single(crate::current::lend(store, messages.get(0), |store| {
@@ -635,6 +859,8 @@ impl Plugin {
         facts.peak_memory = data.limiter.peak as u64;
         let memory_refused = data.limiter.refused;
         let emit_refused = data.emit_refused;
+        let deadline_hit = data.deadline.hit;
+        let violation = data.violation.take();
 
         let limits = &self.spec.limits;
         let limit = |limit: Limit, detail: String| CallError::Limit {
@@ -651,25 +877,58 @@ impl Plugin {
                 format!("a batch of {n} messages")
             }
         };
-        let result = match result {
-            Ok(failures) if failures.is_empty() => Ok(Done {
+        // Failure reasons are guest text the host writes too: they count against the
+        // call's output budget, at their escaped size.
+        let output_limit = || {
+            limit(
+                Limit::Output,
+                format!(
+                    "{} may write {} bytes (logs, stdout, stderr, emitted messages and failure reasons)",
+                    a_call(),
+                    limits.output_bytes.saturating_mul(n)
+                ),
+            )
+        };
+        let result = match result.map(|failures| check_failures(failures, messages)) {
+            Ok(Ok(failures)) if failures.is_empty() => Ok(Done {
                 outcome: CallOutcome {
                     emitted,
                     logs: output.lines,
                 },
                 failed: Vec::new(),
             }),
-            Ok(failures) => {
+            Ok(Err(violation)) => {
+                // Handled as a trap: what else the instance believes is not to be trusted.
+                *sandbox = None;
+                facts.memory = 0;
+                Err(CallError::Violation {
+                    plugin: plugin(),
+                    violation,
+                })
+            }
+            Ok(Ok(failures))
+                if output.used.saturating_add(
+                    failures
+                        .iter()
+                        .map(|(_, f)| escaped_len(failure_text(f)) as u64)
+                        .sum::<u64>(),
+                ) > limits.output_bytes.saturating_mul(n) =>
+            {
+                *sandbox = None;
+                facts.memory = 0;
+                Err(output_limit())
+            }
+            Ok(Ok(failures)) => {
                 let fatal = failures.iter().find(|(_, f)| matches!(f, Failure::Fatal(_)));
                 match (fatal, &failures[..]) {
                     (Some((_, Failure::Fatal(message))), _) => Err(CallError::Fatal {
                         plugin: plugin(),
-                        message: message.clone(),
+                        message: escape(message).into_owned(),
                     }),
                     // One message that failed is a failed call.
                     (_, [(_, Failure::NonFatal(message))]) if n == 1 => Err(CallError::Failed {
                         plugin: plugin(),
-                        message: message.clone(),
+                        message: escape(message).into_owned(),
                     }),
                     _ => Ok(Done {
                         outcome: CallOutcome {
@@ -679,14 +938,11 @@ impl Plugin {
                         failed: failures
                             .into_iter()
                             .map(|(index, failure)| {
-                                let message = match failure {
-                                    Failure::NonFatal(message) | Failure::Fatal(message) => message,
-                                };
                                 (
                                     index as usize,
                                     CallError::Failed {
                                         plugin: plugin(),
-                                        message,
+                                        message: escape(failure_text(&failure)).into_owned(),
                                     },
                                 )
                             })
@@ -698,7 +954,21 @@ impl Plugin {
                 // The instance may not be entered again after a trap.
                 *sandbox = None;
                 facts.memory = 0;
-                Err(if let Some(asked) = memory_refused {
+                let deadline = || {
+                    limit(
+                        Limit::Deadline,
+                        format!(
+                            "{} may take {:?}",
+                            a_call(),
+                            limits.deadline.saturating_mul(scale)
+                        ),
+                    )
+                };
+                Err(if deadline_hit {
+                    // Cut off in a blocking WASI call: whatever the guest did next is
+                    // the deadline's doing.
+                    deadline()
+                } else if let Some(asked) = memory_refused {
                     limit(
                         Limit::Memory,
                         format!(
@@ -706,15 +976,13 @@ impl Plugin {
                             limits.memory_bytes
                         ),
                     )
+                } else if let Some(violation) = violation {
+                    CallError::Violation {
+                        plugin: plugin(),
+                        violation,
+                    }
                 } else if output.exceeded {
-                    limit(
-                        Limit::Output,
-                        format!(
-                            "{} may write {} bytes (logs, stdout, stderr and emitted messages)",
-                            a_call(),
-                            limits.output_bytes.saturating_mul(n)
-                        ),
-                    )
+                    output_limit()
                 } else if emit_refused {
                     limit(
                         Limit::Emits,
@@ -730,30 +998,30 @@ impl Plugin {
                             facts.fuel_used = limits.fuel;
                             limit(Limit::Fuel, format!("{} may use {fuel} fuel", a_call()))
                         }
-                        Some(Trap::Interrupt) => limit(
-                            Limit::Deadline,
-                            format!(
-                                "{} may take {:?}",
-                                a_call(),
-                                limits.deadline.saturating_mul(scale)
-                            ),
-                        ),
+                        Some(Trap::Interrupt) => deadline(),
                         Some(&trap) => match panic_message(&output.stderr) {
                             Some(message) if trap == Trap::UnreachableCodeReached => CallError::Panic {
                                 plugin: plugin(),
-                                message,
+                                message: escape(&message).into_owned(),
                             },
                             _ => CallError::Trap {
                                 plugin: plugin(),
                                 trap,
                             },
                         },
-                        None => match trap.downcast_ref::<wasmtime_wasi::I32Exit>() {
-                            Some(exit) => CallError::Host {
+                        None => match classify(&trap) {
+                            Fault::HostCopy => limit(
+                                Limit::HostCopy,
+                                format!(
+                                    "one host call may copy {} bytes out of the sandbox (its memory limit)",
+                                    hostcall_fuel(limits)
+                                ),
+                            ),
+                            Fault::Guest(violation) => CallError::Violation {
                                 plugin: plugin(),
-                                reason: format!("the guest called exit({})", exit.0),
+                                violation,
                             },
-                            None => CallError::Host {
+                            Fault::Host => CallError::Host {
                                 plugin: plugin(),
                                 reason: format!("{trap:#}"),
                             },
@@ -774,6 +1042,11 @@ pub(crate) struct Retiring<'a> {
 }
 
 impl Plugin {
+    /// Whether a call (or a swap, or a save) holds the plugin now.
+    pub(crate) fn is_busy(&self) -> bool {
+        self.cell.try_lock().is_err()
+    }
+
     /// Whether the plugin exports the `corral:plugin/state` interface, and so keeps its
     /// state when it is replaced.
     pub fn preserves_state(&self) -> bool {
@@ -785,6 +1058,19 @@ impl Plugin {
         let mut cell = lock(&self.cell);
         cell.retired = true;
         Retiring { plugin: self, cell }
+    }
+
+    /// The guest's `state.save` now, without retiring the plugin (a checkpoint's state):
+    /// `None` when it does not export the interface, is terminated, retired, or has no
+    /// instance (after a trap).
+    pub(crate) fn save_state(&self) -> Option<Result<Vec<u8>, String>> {
+        let mut cell = lock(&self.cell);
+        if cell.retired || cell.state != PluginState::Running {
+            return None;
+        }
+        let sandbox = &mut cell.sandbox.as_mut()?.sandbox;
+        let funcs = sandbox.state?;
+        Some(self.run_state_call(sandbox, |store| funcs.save.call(store, ()).map(|(r,)| r)))
     }
 
     /// Hands `data` to the guest's `state.restore`. On failure the instance is dropped,
@@ -820,13 +1106,34 @@ impl Plugin {
         self.spec.arm(&mut sandbox.store).map_err(|e| format!("{e:#}"))?;
         let result = call(&mut sandbox.store);
         self.spec.output.end();
+        let deadline_hit = sandbox.store.data().deadline.hit;
         match result {
-            Ok(result) => result,
+            // The guest's own reason, escaped: it reaches the host's log.
+            Ok(result) => result.map_err(|reason| escape(&reason).into_owned()),
             Err(trap) => Err(match trap.downcast_ref::<Trap>() {
+                _ if deadline_hit => self.deadline_text(),
+                Some(Trap::Interrupt) => self.deadline_text(),
                 Some(trap) => format!("trapped: {trap}"),
                 None => format!("{trap:#}"),
             }),
         }
+    }
+}
+
+impl Plugin {
+    fn deadline_text(&self) -> String {
+        format!(
+            "exceeded its deadline limit: a call may take {:?}",
+            self.spec.limits.deadline
+        )
+    }
+}
+
+/// The tier as [`Plugin::tier`] keeps it.
+fn tier_code(tier: Tier) -> u8 {
+    match tier {
+        Tier::Baseline => 0,
+        Tier::Optimized => 1,
     }
 }
 
@@ -850,6 +1157,104 @@ impl Retiring<'_> {
     pub fn drop_instance(&mut self) {
         self.cell.sandbox = None;
     }
+}
+
+/// The bytes one host call may copy out of a sandbox with these limits (wasmtime's
+/// hostcall fuel, 128 MiB by default): its memory limit, since a guest that hands the
+/// host more than it can hold is repeating itself (the same string a million times).
+pub(crate) fn hostcall_fuel(limits: &Limits) -> usize {
+    usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX)
+}
+
+/// The failures `process-batch` returned, if they are strictly increasing indices inside
+/// the batch (so at most one per message); the contract it broke otherwise.
+fn check_failures(failures: Vec<(u32, Failure)>, messages: usize) -> Result<Vec<(u32, Failure)>, Violation> {
+    let mut previous: Option<u32> = None;
+    for &(index, _) in &failures {
+        if index as usize >= messages {
+            return Err(Violation::FailureOutOfRange { index, messages });
+        }
+        if let Some(previous) = previous.filter(|p| index <= *p) {
+            return Err(Violation::FailureOrder { index, previous });
+        }
+        previous = Some(index);
+    }
+    Ok(failures)
+}
+
+fn failure_text(failure: &Failure) -> &str {
+    match failure {
+        Failure::NonFatal(message) | Failure::Fatal(message) => message,
+    }
+}
+
+/// Whose fault an error that is not a wasm trap is.
+#[derive(Debug, PartialEq)]
+enum Fault {
+    /// The guest made the host copy more than its hostcall fuel.
+    HostCopy,
+    /// The guest broke the canonical ABI or called `exit`.
+    Guest(Violation),
+    /// Something of the host's own.
+    Host,
+}
+
+/// Tells the guest's own faults from the host's in an error that ended a call without a
+/// wasm trap. Wasmtime reports canonical-ABI faults (a pointer outside memory, a bad
+/// `cabi_realloc` result, an invalid discriminant, too many handles) as untyped errors,
+/// so they are recognised by their text, as wasmtime 48 writes it: the hostile tests
+/// (`tests/all/integrity.rs`) catch a wasmtime upgrade that changes one.
+fn classify(error: &wasmtime::Error) -> Fault {
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return Fault::Guest(Violation::Exit { code: exit.0 });
+    }
+    // The root cause: what went wrong, without the wasm backtrace wrapped around it.
+    let text = error.root_cause().to_string();
+    if error.downcast_ref::<std::str::Utf8Error>().is_some() {
+        return Fault::Guest(Violation::InvalidValue { reason: text });
+    }
+    if text.contains("fuel allocated for hostcalls has been exhausted") {
+        return Fault::HostCopy;
+    }
+    if text.contains("handle limit exceeded") || text.contains("too many active lends") {
+        return Fault::Guest(Violation::TooManyHandles { reason: text });
+    }
+    if error
+        .downcast_ref::<wasmtime::component::ResourceTableError>()
+        .is_some()
+    {
+        return Fault::Guest(Violation::InvalidValue { reason: text });
+    }
+    const ABI: &[&str] = &[
+        "realloc return:",
+        "pointer out of bounds",
+        "out of bounds of memory",
+        "not aligned",
+        "pointer size overflow",
+        "size overflow copying",
+        "byte length overflow",
+        "byte length too large",
+        "discriminant",
+        "invalid utf8 encoding",
+        "invalid utf16 encoding",
+        "out of range for `char`",
+        "unknown handle index",
+        "is not a resource",
+        "is not an own resource",
+        "handle is not",
+        "cannot lift own resource from a borrow",
+        "cannot lower a `borrow` resource into an `own`",
+        "cannot remove owned resource while borrowed",
+        "borrow handles still remain",
+        "resource type mismatch",
+        "mismatched resource types",
+        "host resource already consumed",
+    ];
+    let lower = text.to_ascii_lowercase();
+    if ABI.iter().any(|pattern| lower.contains(pattern)) {
+        return Fault::Guest(Violation::InvalidValue { reason: text });
+    }
+    Fault::Host
 }
 
 /// Why the guest aborted, from what its language's runtime printed on stderr before the

@@ -18,10 +18,10 @@
 //! error in the plugin's status.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use crate::error::{CallError, LoadError};
@@ -133,16 +133,38 @@ struct Entry {
     loaded_at: Option<SystemTime>,
     load_error: Option<String>,
     path: Option<PathBuf>,
+    /// The file of the last failed load, when it came from a file: a failure is
+    /// forgotten with its file (see [`Registry::forget_failed`]).
+    failed_path: Option<PathBuf>,
 }
 
 struct Inner {
     host: Host,
     /// Where state saved at the last shutdown is found, for a plugin's first load.
     saved: Mutex<Option<RedbStore>>,
+    /// Whether saved state stays after it is restored: the daemon's checkpoints keep it,
+    /// as the state at the checkpoint's position.
+    keep_saved: std::sync::atomic::AtomicBool,
     entries: RwLock<HashMap<String, Entry>>,
     subscribers: Mutex<Vec<Sender<Event>>>,
-    /// Loads, swaps and unloads happen one at a time; calls never take this lock.
-    changes: Mutex<()>,
+    /// The names being loaded, swapped or unloaded now: changes to one name happen one
+    /// at a time, changes to different names never wait for each other (a start
+    /// function or a `state.save` holds only its own name), and calls never wait here.
+    changing: (Mutex<HashSet<String>>, Condvar),
+}
+
+/// Holds one name's changes until dropped.
+struct Changing<'a> {
+    registry: &'a Registry,
+    name: String,
+}
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        let (names, freed) = &self.registry.inner.changing;
+        lock(names).remove(&self.name);
+        freed.notify_all();
+    }
 }
 
 /// Plugins by name, replaceable while they serve. Cheap to clone: clones share the
@@ -206,8 +228,9 @@ impl Registry {
                 host,
                 entries: RwLock::new(HashMap::new()),
                 saved: Mutex::new(None),
+                keep_saved: std::sync::atomic::AtomicBool::new(false),
                 subscribers: Mutex::new(Vec::new()),
-                changes: Mutex::new(()),
+                changing: (Mutex::new(HashSet::new()), Condvar::new()),
             }),
         }
     }
@@ -385,7 +408,7 @@ impl Registry {
         sidecar: Sidecar,
         path: Option<PathBuf>,
     ) -> Result<Installed, LoadError> {
-        let _changes = lock(&self.inner.changes);
+        let _changing = self.changing(name);
         let current = self.read().get(name).cloned().unwrap_or_default();
         if let Some(old) = &current.plugin
             && old.version() == content_version(bytes)
@@ -397,10 +420,15 @@ impl Registry {
             }
             return Ok(Installed::Unchanged);
         }
+        tracing::info!(plugin = name, "loading plugin");
         let new = match self.inner.host.load(name, bytes, sidecar.options.clone()) {
-            Ok(plugin) => Arc::new(plugin),
+            Ok(plugin) => {
+                let plugin = Arc::new(plugin);
+                plugin.attach();
+                plugin
+            }
             Err(error) => {
-                self.fail(name, &error);
+                self.fail(name, &error, path.as_deref());
                 return Err(error);
             }
         };
@@ -410,6 +438,7 @@ impl Registry {
             loaded_at: Some(SystemTime::now()),
             load_error: None,
             path,
+            failed_path: None,
         };
         let Some(old) = current.plugin else {
             self.restore_saved(name, &new, &sidecar);
@@ -473,6 +502,14 @@ impl Registry {
         *lock(&self.inner.saved) = Some(store);
     }
 
+    /// Keeps saved state after restoring it instead of forgetting it: it is a
+    /// checkpoint's, and stays the state at that checkpoint until the next one.
+    pub(crate) fn keep_saved_state(&self) {
+        self.inner
+            .keep_saved
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn restore_saved(&self, name: &str, plugin: &Plugin, sidecar: &Sidecar) {
         let Some(store) = lock(&self.inner.saved).clone() else {
             return;
@@ -499,6 +536,9 @@ impl Registry {
                 Err(e) => tracing::warn!(plugin = name, "state restore failed, starting empty: {e}"),
             },
         }
+        if self.inner.keep_saved.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         if let Err(e) = store.forget_state(name) {
             tracing::warn!(plugin = name, "cannot forget restored state: {e}");
         }
@@ -508,24 +548,76 @@ impl Registry {
     /// those that export the state interface into `store`, for
     /// [`Registry::restore_saved_state_from`] on the next start. Returns the names
     /// whose state was saved. Calls made afterwards are refused.
+    ///
+    /// The plugins are saved in parallel, so one that is slow to finish its call or to
+    /// save (each bounded by its deadline) holds up only itself.
     pub fn save_states(&self, store: &RedbStore) -> Vec<String> {
-        let _changes = lock(&self.inner.changes);
         let entries: Vec<(String, Entry)> = self.read().iter().map(|(n, e)| (n.clone(), e.clone())).collect();
-        let mut saved = Vec::new();
-        for (name, entry) in entries {
-            let Some(plugin) = entry.plugin else { continue };
-            let mut retiring = plugin.retire();
-            match retiring.save() {
-                Some(Ok(data)) => match store.save_state(&name, entry.sidecar.preservation_version, &data) {
-                    Ok(()) => saved.push(name),
-                    Err(e) => tracing::warn!(plugin = %name, "cannot write saved state: {e}"),
-                },
-                Some(Err(e)) => tracing::warn!(plugin = %name, "state.save failed at shutdown: {e}"),
-                None => {}
+        let saved = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for (name, entry) in entries {
+                let Some(plugin) = entry.plugin else { continue };
+                let saved = &saved;
+                let save = move || {
+                    let _changing = self.changing(&name);
+                    let mut retiring = plugin.retire();
+                    match retiring.save() {
+                        Some(Ok(data)) => {
+                            match store.save_state(&name, entry.sidecar.preservation_version, &data) {
+                                Ok(()) => lock(saved).push(name),
+                                Err(e) => tracing::warn!(plugin = %name, "cannot write saved state: {e}"),
+                            }
+                        }
+                        Some(Err(e)) => tracing::warn!(plugin = %name, "state.save failed at shutdown: {e}"),
+                        None => {}
+                    }
+                    retiring.drop_instance();
+                };
+                let spawned = std::thread::Builder::new()
+                    .name("corral-save".into())
+                    .spawn_scoped(scope, save);
+                if let Err(e) = spawned {
+                    tracing::warn!("cannot start a thread to save state: {e}");
+                }
             }
-            retiring.drop_instance();
-        }
+        });
+        let mut saved = saved.into_inner().unwrap_or_else(PoisonError::into_inner);
+        saved.sort();
         saved
+    }
+
+    /// Waits until no other change to `name` is under way, and holds off the next until
+    /// the guard is dropped.
+    fn changing(&self, name: &str) -> Changing<'_> {
+        let (names, freed) = &self.inner.changing;
+        let mut names = lock(names);
+        while names.contains(name) {
+            names = freed.wait(names).unwrap_or_else(PoisonError::into_inner);
+        }
+        names.insert(name.to_owned());
+        Changing {
+            registry: self,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The preservation version from `name`'s sidecar.
+    pub(crate) fn preservation_version(&self, name: &str) -> u64 {
+        self.read()
+            .get(name)
+            .map_or(0, |e| e.sidecar.preservation_version)
+    }
+
+    /// Where a plugin new to the daemon starts reading the log, from its sidecar.
+    pub(crate) fn start_from(&self, name: &str) -> crate::sidecar::StartFrom {
+        self.read()
+            .get(name)
+            .map_or_else(Default::default, |e| e.sidecar.start_from)
+    }
+
+    /// `name`'s matcher (a plugin without one receives nothing).
+    pub(crate) fn matcher(&self, name: &str) -> Option<crate::matcher::Matcher> {
+        self.read().get(name).and_then(|e| e.sidecar.matcher.clone())
     }
 
     /// The ticker interval from `name`'s sidecar.
@@ -536,7 +628,7 @@ impl Registry {
     /// Unloads `name` once its call in progress, if any, has finished. Returns whether a
     /// plugin was serving it.
     pub fn unload(&self, name: &str) -> bool {
-        let _changes = lock(&self.inner.changes);
+        let _changing = self.changing(name);
         let Some(old) = self.get(name) else {
             self.write().remove(name);
             return false;
@@ -553,16 +645,51 @@ impl Registry {
         true
     }
 
-    /// Records a failed load of `name` (a bad file or sidecar) without touching the
-    /// serving version.
-    pub(crate) fn fail(&self, name: &str, error: &LoadError) {
+    /// Records a failed load of `name` (a bad file or sidecar, from `path` if it came from
+    /// a file) without touching the serving version. A name outside the policy
+    /// ([`crate::host::validate_name`]) is never recorded: it is not a plugin, and would
+    /// carry whatever a file name holds into listings and metrics.
+    pub(crate) fn fail(&self, name: &str, error: &LoadError, path: Option<&Path>) {
         let error = error.to_string();
+        let shown = crate::output::escape(name);
+        if crate::host::validate_name(name).is_err() {
+            // The name is not a plugin's: it is shown escaped, and only here.
+            tracing::warn!(name = %shown, "refused: {error}");
+            return;
+        }
         tracing::warn!(plugin = name, "load failed, any serving version stays: {error}");
-        self.write().entry(name.to_owned()).or_default().load_error = Some(error.clone());
+        {
+            let mut entries = self.write();
+            let entry = entries.entry(name.to_owned()).or_default();
+            entry.load_error = Some(error.clone());
+            entry.failed_path = path.map(Path::to_owned);
+        }
         self.send(Event::Failed {
             name: name.to_owned(),
             error,
         });
+    }
+
+    /// Forgets the failed load of `name` from `path` when nothing serves the name: its
+    /// file is gone. Returns whether it did.
+    pub(crate) fn forget_failed(&self, name: &str, path: &Path) -> bool {
+        let mut entries = self.write();
+        let forget = entries
+            .get(name)
+            .is_some_and(|e| e.plugin.is_none() && e.failed_path.as_deref() == Some(path));
+        if forget {
+            entries.remove(name);
+        }
+        forget
+    }
+
+    /// The file of the last failed load of `name`, if it came from one and nothing
+    /// serves the name.
+    pub(crate) fn failed_path_of(&self, name: &str) -> Option<PathBuf> {
+        self.read()
+            .get(name)
+            .filter(|e| e.plugin.is_none())
+            .and_then(|e| e.failed_path.clone())
     }
 
     /// The file `name` was loaded from, if any.

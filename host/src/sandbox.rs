@@ -20,7 +20,8 @@ use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::current::Current;
-use crate::limits::Limits;
+use crate::deadline::{Deadline, Ticks};
+use crate::limits::{Limit, Limits};
 use crate::message::Message;
 use crate::output::{LogSource, Output};
 use crate::plugin::DirGrant;
@@ -32,25 +33,41 @@ use crate::world::{self, Filter, FilterIndices};
 /// Bytes counted for one table element against the memory cap.
 const TABLE_ELEMENT_BYTES: usize = 8;
 
-/// The host-side state of one instance: what its imports read and write.
-pub(crate) struct SandboxState {
-    pub plugin: Arc<str>,
+/// The host-side state of one instance: what its imports read and write (its wasmtime
+/// store's data). Opaque outside Corral: an embedder's host functions reach their own
+/// data through [`crate::HostCtx`].
+pub struct SandboxState {
+    pub(crate) plugin: Arc<str>,
     wasi: WasiCtx,
     table: ResourceTable,
-    pub limiter: MemoryLimiter,
-    pub output: Output,
-    pub config: Arc<BTreeMap<String, String>>,
-    pub kv: Arc<dyn KvStore>,
-    pub limits: Arc<Limits>,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) output: Output,
+    pub(crate) config: Arc<BTreeMap<String, String>>,
+    pub(crate) kv: Arc<dyn KvStore>,
+    pub(crate) limits: Arc<Limits>,
     /// Messages emitted by the call in progress.
-    pub emitted: Vec<Message>,
+    pub(crate) emitted: Vec<Message>,
     /// How many messages the call in progress may emit.
-    pub emit_cap: usize,
+    pub(crate) emit_cap: usize,
     /// Set when the call in progress tried to emit past the emit cap.
-    pub emit_refused: bool,
+    pub(crate) emit_refused: bool,
+    /// How the guest broke the contract in the call in progress, if it did (an emitted
+    /// message the host refused).
+    pub(crate) violation: Option<crate::error::Violation>,
     /// The message the call in progress was given, lent without a copy; the guest's
     /// `borrow<message>` handle always refers to it.
-    pub message: Current,
+    pub(crate) message: Current,
+    /// The data of the embedder's host functions, one per registration.
+    pub(crate) embedder: Vec<Box<dyn std::any::Any + Send>>,
+    /// When the call in progress must end, for the WASI calls that can block.
+    pub(crate) deadline: Deadline,
+}
+
+impl SandboxState {
+    /// The WASI context, its resources and the deadline, borrowed apart.
+    pub(crate) fn bounded(&mut self) -> (&mut WasiCtx, &mut ResourceTable, &mut Deadline) {
+        (&mut self.wasi, &mut self.table, &mut self.deadline)
+    }
 }
 
 impl WasiView for SandboxState {
@@ -101,7 +118,7 @@ impl ResourceLimiter for MemoryLimiter {
 }
 
 /// The optional `corral:plugin/state` export.
-pub(crate) const STATE_INTERFACE: &str = "corral:plugin/state@0.1.0";
+pub(crate) const STATE_INTERFACE: &str = concat!("corral:plugin/state@", plugin_version!());
 
 /// `state.save` and `state.restore`, when the plugin exports them.
 #[derive(Clone, Copy)]
@@ -129,6 +146,8 @@ pub(crate) enum Entries {
 /// A live instance and its store.
 pub(crate) struct Sandbox {
     pub store: Store<SandboxState>,
+    /// The instance, for exports called by name.
+    pub instance: wasmtime::component::Instance,
     pub entries: Entries,
     pub state: Option<StateFuncs>,
 }
@@ -195,12 +214,44 @@ pub(crate) struct SandboxSpec {
     pub kv: Arc<dyn KvStore>,
     pub output: Output,
     pub epoch_tick: Duration,
+    /// The host's epoch clock, which the deadline of a blocking WASI call is read from.
+    pub ticks: Ticks,
+    /// The embedder's host functions, whose data each instance holds.
+    pub host_functions: crate::embedder::HostFunctions,
 }
+
+/// Why a new instance did not start.
+#[derive(Debug)]
+pub(crate) enum StartError {
+    /// Its start-up ran into a limit.
+    Limit(Limit, String),
+    /// Anything else, in words.
+    Other(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Limit(limit, detail) => write!(f, "it exceeded its {limit} limit: {detail}"),
+            StartError::Other(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
 
 impl SandboxSpec {
     /// A new instance in a new store. Its start-up runs under the same fuel, deadline
     /// and memory cap as a call, and what it prints is logged.
-    pub fn instantiate(&self, code: &Code) -> wasmtime::Result<Sandbox> {
+    pub fn instantiate(&self, code: &Code) -> Result<Sandbox, StartError> {
+        self.try_instantiate(code)
+            .map_err(|e| match e.downcast::<StartError>() {
+                Ok(start) => start,
+                Err(e) => StartError::Other(format!("{e:#}")),
+            })
+    }
+
+    fn try_instantiate(&self, code: &Code) -> wasmtime::Result<Sandbox> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(self.output.stream(LogSource::Stdout))
             .stderr(self.output.stream(LogSource::Stderr))
@@ -237,14 +288,25 @@ impl SandboxSpec {
             emitted: Vec::new(),
             emit_cap: 0,
             emit_refused: false,
+            violation: None,
             message: Current::default(),
+            deadline: Deadline::new(self.ticks.clone(), self.epoch_tick),
+            embedder: self.host_functions.data(&self.plugin, &self.config),
         };
         let mut store = Store::new(code.pre.component().engine(), state);
         store.limiter(|s| &mut s.limiter);
+        // What one host call may copy out of the guest (wasmtime's default is 128 MiB):
+        // no more than the sandbox may hold. Running out is `Limit::HostCopy`.
+        store.set_hostcall_fuel(crate::plugin::hostcall_fuel(&self.limits));
         self.arm(&mut store)?;
         let instance = code.pre.instantiate(&mut store);
         self.output.end();
+        let deadline_hit = store.data().deadline.hit || is_interrupt(instance.as_ref().err());
         let instance = instance.map_err(|e| match store.data().limiter.refused {
+            None if deadline_hit => wasmtime::Error::new(StartError::Limit(
+                Limit::Deadline,
+                format!("starting an instance may take {:?}", self.limits.deadline),
+            )),
             Some(asked) => wasmtime::format_err!(
                 "it needs {asked} bytes of memory to start, more than its memory limit of {} bytes: \
                  raise `memory` in its sidecar's [limits] (or --memory)",
@@ -274,6 +336,7 @@ impl SandboxSpec {
         };
         Ok(Sandbox {
             store,
+            instance,
             entries,
             state,
         })
@@ -289,10 +352,12 @@ impl SandboxSpec {
     pub fn arm_for(&self, store: &mut Store<SandboxState>, messages: u32) -> wasmtime::Result<()> {
         let n = u64::from(messages.max(1));
         store.set_fuel(self.limits.fuel.saturating_mul(n))?;
-        store.set_epoch_deadline(deadline_ticks(
+        let ticks = deadline_ticks(
             self.limits.deadline.saturating_mul(messages.max(1)),
             self.epoch_tick,
-        ));
+        );
+        store.set_epoch_deadline(ticks);
+        store.data_mut().deadline.arm(ticks);
         store.data_mut().emit_cap =
             usize::try_from(u64::from(self.limits.emits).saturating_mul(n)).unwrap_or(usize::MAX);
         if n > 1 {
@@ -300,6 +365,11 @@ impl SandboxSpec {
         }
         Ok(())
     }
+}
+
+/// Whether `error` is the epoch deadline's trap.
+fn is_interrupt(error: Option<&wasmtime::Error>) -> bool {
+    error.and_then(|e| e.downcast_ref::<wasmtime::Trap>()) == Some(&wasmtime::Trap::Interrupt)
 }
 
 /// Epoch ticks for a deadline: rounded up, plus one because the first tick may come at

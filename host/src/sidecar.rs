@@ -29,6 +29,13 @@
 //! host = "/proc"             # relative paths are relative to the sidecar's directory
 //! guest = "/proc"            # where the plugin sees it (default: the host path)
 //! writable = false           # the default: read-only
+//!
+//! [restart]                  # restart after a termination (default: never)
+//! initial-backoff-ms = 1000  # the first wait
+//! factor = 2                 # each restart in a row waits this many times longer
+//! max-backoff-ms = 300_000   # the longest wait
+//! max-restarts = 10          # then it stays terminated (default: no limit)
+//! reset-after-ms = 600_000   # up this long: the next wait is the first again
 //! ```
 //!
 //! Every key is optional; a missing key keeps its default. Unknown keys and bad values
@@ -48,6 +55,7 @@ use crate::error::LoadError;
 use crate::limits::{Limits, parse_size};
 use crate::matcher::Matcher;
 use crate::plugin::{DirGrant, PluginOptions};
+use crate::restart::RestartPolicy;
 
 /// A plugin's settings from its sidecar file.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -62,6 +70,20 @@ pub struct Sidecar {
     pub matcher: Option<Matcher>,
     /// How often the daemon calls `timer-event`; `None` (the default) means never.
     pub ticker_interval: Option<Duration>,
+    /// Where the daemon's log is read from by a plugin new to the daemon (one without a
+    /// checkpoint): `start-from = "end"` (the default) or `"earliest"`.
+    pub start_from: StartFrom,
+}
+
+/// Where a plugin new to the daemon starts reading its log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartFrom {
+    /// After the last message accepted: only what comes from now on.
+    #[default]
+    End,
+    /// From the earliest message the log still holds: reprocess history.
+    Earliest,
 }
 
 #[derive(Deserialize)]
@@ -69,10 +91,36 @@ pub struct Sidecar {
 struct File {
     preservation_version: Option<u64>,
     ticker_interval_ms: Option<std::num::NonZeroU64>,
+    start_from: Option<StartFrom>,
     limits: Option<LimitsFile>,
     config: Option<BTreeMap<String, ConfigValue>>,
     permissions: Option<PermissionsFile>,
     matcher: Option<Matcher>,
+    restart: Option<RestartFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RestartFile {
+    initial_backoff_ms: Option<u64>,
+    factor: Option<NonZeroU32>,
+    max_backoff_ms: Option<u64>,
+    max_restarts: Option<u32>,
+    reset_after_ms: Option<u64>,
+}
+
+impl RestartFile {
+    fn policy(self) -> RestartPolicy {
+        let d = RestartPolicy::default();
+        let ms = |ms: Option<u64>, default: Duration| ms.map_or(default, Duration::from_millis);
+        RestartPolicy {
+            initial_backoff: ms(self.initial_backoff_ms, d.initial_backoff),
+            factor: self.factor.map_or(d.factor, NonZeroU32::get),
+            max_backoff: ms(self.max_backoff_ms, d.max_backoff),
+            max_restarts: self.max_restarts,
+            reset_after: ms(self.reset_after_ms, d.reset_after),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -213,10 +261,16 @@ impl Sidecar {
             })
             .collect();
         Ok(Sidecar {
-            options: PluginOptions { limits, config, dirs },
+            options: PluginOptions {
+                limits,
+                config,
+                dirs,
+                restart: file.restart.map(RestartFile::policy),
+            },
             preservation_version: file.preservation_version.unwrap_or(0),
             matcher: file.matcher,
             ticker_interval: file.ticker_interval_ms.map(|ms| Duration::from_millis(ms.get())),
+            start_from: file.start_from.unwrap_or_default(),
         })
     }
 
@@ -316,6 +370,30 @@ mod tests {
             config,
             [("greeting", "Howdy"), ("threshold", "5"), ("verbose", "true")]
         );
+    }
+
+    #[test]
+    fn a_restart_section_turns_restarts_on() {
+        let sidecar = Sidecar::parse("[restart]\ninitial-backoff-ms = 50\nmax-restarts = 3\n").unwrap();
+        assert_eq!(
+            sidecar.options.restart,
+            Some(RestartPolicy {
+                initial_backoff: Duration::from_millis(50),
+                max_restarts: Some(3),
+                ..RestartPolicy::default()
+            })
+        );
+        assert_eq!(
+            Sidecar::parse("[restart]\n").unwrap().options.restart,
+            Some(RestartPolicy::default())
+        );
+        assert_eq!(
+            Sidecar::parse("").unwrap().options.restart,
+            None,
+            "off by default"
+        );
+        let error = Sidecar::parse("[restart]\nfactor = 0\n").unwrap_err();
+        assert!(error.contains("line 2") && error.contains("nonzero"), "{error}");
     }
 
     #[test]

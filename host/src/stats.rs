@@ -63,8 +63,13 @@ pub struct Stats {
     pub process_message: EntryStats,
     /// `timer-event` calls.
     pub timer_event: EntryStats,
-    /// Times the plugin was terminated (0 or 1 for one loaded plugin).
+    /// Calls of other exports by name ([`crate::Plugin::call_export`]), every one timed.
+    pub exports: EntryStats,
+    /// Times the plugin was terminated (0 or 1 for one loaded plugin without a restart
+    /// policy).
     pub terminations: u64,
+    /// Times it was restarted after a termination, by its restart policy.
+    pub restarts: u64,
     /// Instances created: 1 at load, plus one after each trap and one when the plugin
     /// moves from baseline to optimised code in a new instance.
     pub instances: u64,
@@ -85,13 +90,13 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Calls to both entry points.
+    /// Calls to both entry points and to other exports.
     pub fn calls(&self) -> u64 {
-        self.process_message.calls + self.timer_event.calls
+        self.process_message.calls + self.timer_event.calls + self.exports.calls
     }
 
-    /// Failed calls to both entry points.
+    /// Failed calls to both entry points and to other exports.
     pub fn failures(&self) -> u64 {
-        self.process_message.failures + self.timer_event.failures
+        self.process_message.failures + self.timer_event.failures + self.exports.failures
     }
 }

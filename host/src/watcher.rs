@@ -12,13 +12,19 @@
 //! serving version (see [`crate::Registry::install`]), and content identical to what is
 //! serving is not reloaded. Changing the sidecar `name.toml` reloads the plugin with
 //! the new settings; a bad sidecar keeps the old settings and reports the line and key.
+//!
+//! Each name is synced on a thread of its own, one sync per name at a time (a change
+//! that comes during a sync brings one more sync after it): a load whose start function
+//! takes its whole deadline, or a swap waiting for the old version's call and its
+//! `state.save`, holds up only its own name, never the watcher or the other plugins.
 
 use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -79,6 +85,11 @@ struct Spot {
     /// echo of a rename, or a reader's access, from re-reading — and from restarting a
     /// terminated plugin that nobody re-dropped.
     seen: Arc<Mutex<HashMap<String, Identity>>>,
+    /// The names being synced now, each with whether another sync was asked for
+    /// meanwhile; the condvar says when one ends.
+    syncing: Arc<(Mutex<HashMap<String, bool>>, Condvar)>,
+    /// Set when the watcher is dropped: no sync starts after it.
+    closed: Arc<AtomicBool>,
 }
 
 /// Which files a name's `.wasm` and `.toml` are, as far as metadata tells.
@@ -117,17 +128,22 @@ impl Watcher {
     }
 
     /// Looks at the whole directory again and makes the registry match it, as if every
-    /// file had just changed (the admin API's reload). Returns when done.
+    /// file had just changed (the admin API's reload). Returns when the syncs it started
+    /// are done; a name whose sync was already under way (a start function taking its
+    /// deadline, say) is looked at again after it, without waiting for it.
     pub fn rescan(&self) {
         // Look again even at files that have not changed: what failed for a reason
         // outside the file (a missing granted directory, say) gets another try.
         crate::lock(&self.spot.seen).clear();
-        self.spot.sync_dir();
+        let names = self.spot.sync_dir();
+        self.spot.wait_for(&names);
     }
 }
 
 impl Drop for Watcher {
     fn drop(&mut self) {
+        // Syncs under way finish on their own threads; none starts after this.
+        self.spot.closed.store(true, Ordering::SeqCst);
         // Dropping both watchers drops their event senders, which ends the worker's loop.
         drop(self.renames.take());
         if let Some(debouncer) = self.debouncer.take() {
@@ -198,6 +214,8 @@ impl Registry {
         if !dir.is_dir() {
             return Err(fail("not a directory".into()));
         }
+        // A plugin granted its own watch directory could rewrite its code and sidecar.
+        self.host().protect_watch_dir(&dir);
         let (tx, rx) = channel::<Input>();
         let debounced = tx.clone();
         let mut debouncer = new_debouncer(options.debounce, None, move |result| {
@@ -228,8 +246,11 @@ impl Registry {
             dir: dir.clone(),
             options,
             seen: Arc::default(),
+            syncing: Arc::default(),
+            closed: Arc::default(),
         };
-        spot.sync_dir();
+        let names = spot.sync_dir();
+        spot.wait_for(&names);
 
         let watched = spot.clone();
         let worker = std::thread::Builder::new()
@@ -239,7 +260,7 @@ impl Registry {
                     match input {
                         Input::Renamed(path) => {
                             if let Some(name) = plugin_name(&watched.dir, &path) {
-                                watched.sync(&name);
+                                let _ = watched.request(&name);
                             }
                         }
                         Input::Debounced(Ok(events)) => {
@@ -252,7 +273,7 @@ impl Registry {
                                 .filter_map(|p| plugin_name(&watched.dir, p))
                                 .collect();
                             for name in names {
-                                watched.sync(&name);
+                                let _ = watched.request(&name);
                             }
                         }
                         Input::Debounced(Err(errors)) => {
@@ -260,7 +281,7 @@ impl Registry {
                                 tracing::warn!(dir = %watched.dir.display(), "watch error: {e}");
                             }
                             // Events may have been lost: look at everything again.
-                            watched.sync_dir();
+                            let _ = watched.sync_dir();
                         }
                     }
                 }
@@ -291,8 +312,64 @@ fn plugin_name(dir: &Path, path: &Path) -> Option<String> {
 }
 
 impl Spot {
-    /// Syncs every name that has a file in the directory or was loaded from it.
-    fn sync_dir(&self) {
+    /// Syncs `name` on a thread of its own, or once more after the sync under way.
+    /// True when it started a sync (none was under way).
+    fn request(&self, name: &str) -> bool {
+        if self.closed.load(Ordering::SeqCst) {
+            return false;
+        }
+        let (syncing, _) = &*self.syncing;
+        {
+            let mut syncing = crate::lock(syncing);
+            if let Some(again) = syncing.get_mut(name) {
+                *again = true;
+                return false;
+            }
+            syncing.insert(name.to_owned(), false);
+        }
+        let spot = self.clone();
+        let owned = name.to_owned();
+        let spawned = std::thread::Builder::new()
+            .name(format!("corral-sync-{name}"))
+            .spawn(move || spot.sync_until_settled(&owned));
+        if let Err(e) = spawned {
+            tracing::warn!(plugin = name, "cannot start a thread to sync, syncing here: {e}");
+            self.sync_until_settled(name);
+        }
+        true
+    }
+
+    /// Syncs `name` until no further sync was asked for meanwhile.
+    fn sync_until_settled(&self, name: &str) {
+        let (syncing, ended) = &*self.syncing;
+        loop {
+            if !self.closed.load(Ordering::SeqCst) {
+                self.sync(name);
+            }
+            let mut syncing = crate::lock(syncing);
+            match syncing.get_mut(name) {
+                Some(again) if *again && !self.closed.load(Ordering::SeqCst) => *again = false,
+                _ => {
+                    syncing.remove(name);
+                    ended.notify_all();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits until none of `names` is being synced.
+    fn wait_for(&self, names: &BTreeSet<String>) {
+        let (syncing, ended) = &*self.syncing;
+        let mut syncing = crate::lock(syncing);
+        while names.iter().any(|name| syncing.contains_key(name)) {
+            syncing = ended.wait(syncing).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Asks for a sync of every name that has a file in the directory or was loaded
+    /// from it; returns the names whose sync it started.
+    fn sync_dir(&self) -> BTreeSet<String> {
         let dir = &self.dir;
         let mut names: BTreeSet<String> = match std::fs::read_dir(dir) {
             Ok(entries) => entries
@@ -307,12 +384,15 @@ impl Spot {
             self.registry
                 .statuses()
                 .into_iter()
-                .filter(|s| s.path.as_ref().and_then(|p| p.parent()) == Some(dir.as_path()))
+                .filter(|s| {
+                    let from_here =
+                        |p: Option<PathBuf>| p.as_ref().and_then(|p| p.parent()) == Some(dir.as_path());
+                    from_here(s.path.clone()) || from_here(self.registry.failed_path_of(&s.name))
+                })
                 .map(|s| s.name),
         );
-        for name in names {
-            self.sync(&name);
-        }
+        names.retain(|name| self.request(name));
+        names
     }
 
     /// Makes the registry's `name` match `name.wasm` and `name.toml` as they are now,
@@ -327,11 +407,16 @@ impl Spot {
         }
         let settled = match self.look(name, &wasm, &toml) {
             Ok(Look::Gone) => {
-                // Gone (or only a sidecar is left): unload what this file had loaded.
+                // Gone (or only a sidecar is left): unload what this file had loaded, and
+                // forget a failure it caused.
                 if self.registry.path_of(name).as_deref() == Some(wasm.as_path()) {
                     self.registry.unload(name);
                 }
-                true
+                self.registry.forget_failed(name, &wasm);
+                // Nothing to remember of a name that is gone: the map does not grow with
+                // every name ever seen.
+                seen().remove(name);
+                return;
             }
             // Still being written: its next write brings another event.
             Ok(Look::Changing) => false,
@@ -341,7 +426,7 @@ impl Spot {
                 true
             }
             Err(error) => {
-                self.registry.fail(name, &error);
+                self.registry.fail(name, &error, Some(&wasm));
                 true
             }
         };

@@ -28,7 +28,7 @@ pub(crate) mod bindings {
 pub(crate) use bindings::{Filter, FilterIndices};
 
 /// The version of `corral:plugin` this host provides.
-pub const PLUGIN_PACKAGE_VERSION: &str = "0.1.0";
+pub const PLUGIN_PACKAGE_VERSION: &str = plugin_version!();
 /// The WASI version this host provides; 0.2 guests of an older patch release link too.
 pub const WASI_VERSION: &str = "0.2.12";
 
@@ -61,6 +61,7 @@ pub(crate) fn link(
     engine: &Engine,
     linker: &Linker<SandboxState>,
     component: &Component,
+    provided: &dyn Fn(&str) -> bool,
 ) -> Result<(InstancePre<SandboxState>, Exports, WorldReport), LoadError> {
     let ty = component.component_type();
     // A world's `use` shows up as a type import of the used name (`message`); those are
@@ -91,22 +92,33 @@ pub(crate) fn link(
         .imports
         .iter()
         .filter_map(|name| check_import(name))
+        // An import the embedder's host functions define is theirs to type-check.
+        .filter(|m| !matches!(m, Mismatch::UnknownImport { name } if provided(name)))
         .collect();
     // A plugin without either entry point is told about `process-message`, the entry of
     // the world every language can target.
     let entry = if batches { PROCESS_BATCH } else { PROCESS_MESSAGE };
     for name in [entry, TIMER_EVENT] {
+        let expected = expected_type(name);
         match ty.get_export(engine, name).map(|e| e.ty) {
             None => problems.push(Mismatch::MissingExport { name: name.into() }),
-            Some(ComponentItem::ComponentFunc(_)) => {}
+            Some(ComponentItem::ComponentFunc(func)) if fits(name, &func) => {}
+            Some(ComponentItem::ComponentFunc(func)) => problems.push(Mismatch::ExportType {
+                name: name.into(),
+                reason: format!(
+                    "the world's is `{expected}`, the plugin's is `{}`",
+                    crate::export::func_wit(&func)
+                ),
+            }),
             Some(_) => problems.push(Mismatch::ExportType {
                 name: name.into(),
-                reason: "expected a function".into(),
+                reason: format!("the world's is `{expected}`, the plugin's is not a function"),
             }),
         }
     }
     let incompatible = |problems| LoadError::Incompatible {
         plugin: plugin.to_owned(),
+        world: report.world.clone(),
         problems,
     };
     if !problems.is_empty() {
@@ -120,6 +132,31 @@ pub(crate) fn link(
     let pre = linker.instantiate_pre(component).map_err(type_error)?;
     let exports = Exports::of(&pre).map_err(type_error)?;
     Ok((pre, exports, report))
+}
+
+/// An entry point's type in the world, as WIT spells it.
+fn expected_type(entry: &str) -> &'static str {
+    match entry {
+        PROCESS_MESSAGE => "func(message: borrow<message>) -> result<_, failure>",
+        PROCESS_BATCH => "func(batch: batch) -> list<batch-failure>",
+        _ => "func(now-ns: s64) -> result<_, failure>",
+    }
+}
+
+/// Whether an entry point's type has the world's shape: its parameter and result of the
+/// right kinds. What the shape leaves open (the records' fields, the variants' cases)
+/// wasmtime's own type check judges after.
+fn fits(entry: &str, func: &wasmtime::component::types::ComponentFunc) -> bool {
+    use wasmtime::component::types::Type;
+    let params: Vec<Type> = func.params().map(|(_, ty)| ty).collect();
+    let results: Vec<Type> = func.results().collect();
+    let failure_result = |ty: &Type| matches!(ty, Type::Result(r) if r.ok().is_none() && matches!(r.err(), Some(Type::Variant(_))));
+    match (entry, &params[..], &results[..]) {
+        (PROCESS_MESSAGE, [Type::Borrow(_)], [result]) => failure_result(result),
+        (PROCESS_BATCH, [Type::Record(_)], [Type::List(list)]) => matches!(list.ty(), Type::Record(_)),
+        (TIMER_EVENT, [Type::S64], [result]) => failure_result(result),
+        _ => false,
+    }
 }
 
 /// The problem with one import name, if any.
@@ -182,6 +219,20 @@ fn same_release_line(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wit_declares_the_version_the_host_speaks() {
+        let wit = include_str!("../../wit/plugin.wit");
+        let declared = format!("package corral:plugin@{PLUGIN_PACKAGE_VERSION};");
+        assert!(
+            wit.lines().any(|l| l.trim() == declared),
+            "wit/plugin.wit lacks `{declared}`"
+        );
+        assert_eq!(
+            crate::WORLD,
+            format!("corral:plugin/filter@{PLUGIN_PACKAGE_VERSION}")
+        );
+    }
 
     #[test]
     fn imports_are_judged_by_package_and_version() {

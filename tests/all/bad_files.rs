@@ -212,8 +212,19 @@ fn an_unreadable_file_is_reported_with_the_reason() {
 fn a_bad_name_is_refused_and_the_others_served() {
     let dir = watched(&[("tally.wasm", guests::SWAP_A)]);
     dir.put("bad name!.wasm", &bytes(guests::HELLO));
-    let error = rejected_new(&dir, "bad name!", "bad name");
-    assert!(error.contains("invalid plugin name"), "{error}");
+    // A good file after it: once it is loaded, the scan has passed the bad one.
+    dir.put("hello.wasm", &bytes(guests::HELLO));
+    let (_, before) = dir.wait("the good file", loaded("hello"));
+    // A name outside the policy is logged, never recorded: no event, no status, so it
+    // cannot reach /plugins or /metrics.
+    assert!(
+        before
+            .iter()
+            .all(|e| !matches!(e, Event::Failed { name, .. } if name == "bad name!")),
+        "{before:?}"
+    );
+    assert!(dir.registry.status("bad name!").is_none());
+    assert!(dir.registry.statuses().iter().all(|s| s.name != "bad name!"));
     let ping = dir.registry.process_message("tally", &Message::new("ping"));
     assert!(ping.is_ok());
 }

@@ -14,7 +14,7 @@ fn corral(args: &[&str]) -> Output {
 
 /// `corral ARGS` with its compile cache under `cache` rather than the user's own.
 fn corral_caching_in(args: &[&str], cache: &std::path::Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_corral"))
+    Command::new(crate::support::corral_exe())
         .args(args)
         .env("NO_COLOR", "1")
         .env("XDG_CACHE_HOME", cache)
@@ -178,4 +178,55 @@ fn call_prints_the_stats_to_size_limits_by() {
         "{stderr}"
     );
     assert!(stderr.contains("stats: most fuel one call used: "), "{stderr}");
+}
+
+#[test]
+fn check_of_a_compile_bomb_fails_with_the_limit_and_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.wasm");
+    let bytes = crate::bombs::with_module(guests::HELLO, crate::bombs::large_function(3 << 20));
+    let largest = corral::ComponentCost::measure(&bytes).unwrap().largest_function;
+    std::fs::write(&bomb, bytes).unwrap();
+    let started = std::time::Instant::now();
+    let out = corral(&["check", bomb.to_str().unwrap()]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "error: plugin `bomb` is too costly to compile: its largest function has {largest} \
+             bytes of code, more than the 2097152 allowed (`max-function-size`)"
+        )),
+        "{stderr}"
+    );
+    // Raised, the limit lets the same file through to the compile, bounded in time.
+    let out = corral(&[
+        "check",
+        "--compile-limit",
+        "max-function-size=4MiB",
+        "--compile-limit",
+        "compile-time=1ms",
+        bomb.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("its compile ran for more than 1 ms (`compile-time`), so the compile was stopped"),
+        "{stderr}"
+    );
+    let out = corral(&["check", "--compile-limit", "max-fun=1", bomb.to_str().unwrap()]);
+    assert!(text(&out.stderr).contains("unknown compile limit `max-fun`"));
+}
+
+#[test]
+fn call_compiles_in_the_worker_and_serves() {
+    let out = corral(&[
+        "call",
+        "--no-cache",
+        guests::HELLO,
+        "--message",
+        r#"{"type":"login","logger":"dee"}"#,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Hello, dee!"));
 }

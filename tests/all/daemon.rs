@@ -53,7 +53,7 @@ impl Dirs {
             .iter()
             .position(|a| *a == "--token")
             .map(|i| args[i + 1].to_owned());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+        let mut child = Command::new(crate::support::corral_exe())
             .arg("run")
             .arg(self.plugins.path())
             .arg("--data")
@@ -272,7 +272,7 @@ fn messages_from_stdin_and_http_reach_the_plugins_that_match() {
     assert_eq!(hello["state"], "running");
     assert_eq!(hello["stats"]["process_message"]["calls"], 2);
     assert_eq!(hello["stats"]["emitted"], 2);
-    assert_eq!(hello["queue"]["rejected"], 0);
+    assert_eq!(hello["lag"]["messages"], 0);
     assert!(hello["version"].as_str().unwrap().len() == 64);
     daemon.wait_log("stdin line 3: invalid message JSON");
     let all = daemon.json("GET", "/plugins", None);
@@ -343,7 +343,7 @@ fn reload_picks_up_a_new_file_at_once() {
 #[test]
 fn a_non_loopback_admin_api_needs_a_token_and_checks_it() {
     let dirs = Dirs::new(&[("hello.wasm", guests::HELLO)]);
-    let refused = Command::new(env!("CARGO_BIN_EXE_corral"))
+    let refused = Command::new(crate::support::corral_exe())
         .arg("run")
         .arg(dirs.plugins.path())
         .args(["--admin", "0.0.0.0:0", "--no-stdin", "--data"])
@@ -425,40 +425,6 @@ fn a_hostile_plugin_is_terminated_and_reported_while_the_others_answer() {
         "plugin `fails` failed fatally: giving up on purpose"
     );
     daemon.wait_log("plugin terminated");
-}
-
-#[test]
-fn a_slow_plugin_fills_its_own_queue_only() {
-    let dirs = Dirs::new(&[
-        ("slow.wasm", guests::INFINITE_LOOP),
-        ("hello.wasm", guests::HELLO),
-    ]);
-    // Each call of the slow plugin spins until its 2 s deadline.
-    dirs.sidecar(
-        "slow.toml",
-        "[matcher]\nall = true\n[limits]\nfuel = 9_000_000_000_000\ndeadline-ms = 2000\nmax-consecutive-failures = 1000\n",
-    )
-    .sidecar("hello.toml", "[matcher]\nall = true\n");
-    let mut daemon = dirs.start(&["--queue", "2"]);
-    // One at a time: hello answers each before the next is sent, while the slow plugin
-    // holds the first in its call and two in its queue, and turns the rest away.
-    for i in 0..8 {
-        daemon.send(&format!(r#"{{"type":"t","logger":"n{i}"}}"#));
-        let greeting = daemon.output("a greeting", of_type("hello.greeting"));
-        assert_eq!(greeting.payload, format!("Hello, n{i}!"));
-    }
-    let slow = daemon.plugin("slow");
-    let rejected = slow["queue"]["rejected"].as_u64().unwrap();
-    assert!(rejected >= 5, "{slow}");
-    assert_eq!(daemon.plugin("hello")["queue"]["rejected"], 0);
-    let metrics = daemon.request("GET", "/metrics", None).1;
-    assert!(
-        metrics.contains(&format!(
-            "corral_queue_rejected_total{{plugin=\"slow\"}} {rejected}"
-        )),
-        "{metrics}"
-    );
-    daemon.wait_log("queue full: message turned away plugin=slow");
 }
 
 #[test]
@@ -720,4 +686,390 @@ fn a_full_pool_refuses_the_plugin_past_it_and_says_why() {
             && error.contains("the host's pool of sandboxes is full")),
         "{all}"
     );
+}
+
+/// Times a request: nothing an operator needs may wait on a blocked guest.
+fn prompt(daemon: &Daemon, method: &str, path: &str) -> (u16, String) {
+    let started = Instant::now();
+    let answer = daemon.request(method, path, None);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{method} {path} took {:?} while a plugin was blocked",
+        started.elapsed()
+    );
+    answer
+}
+
+#[test]
+fn a_blocked_plugin_holds_up_nothing_else_and_sigterm_abandons_it() {
+    let dirs = Dirs::new(&[("sleeper.wasm", guests::SLEEPER), ("hello.wasm", guests::HELLO)]);
+    // A deadline far longer than the test: only the daemon's own liveness is under test.
+    dirs.sidecar(
+        "sleeper.toml",
+        "[matcher]\ntype = \"sleep\"\n[limits]\ndeadline-ms = 120000\nfuel = 18446744073709551615\n",
+    )
+    .sidecar("hello.toml", "[matcher]\ntype = \"ping\"\n");
+    let daemon = dirs.start(&["--no-stdin", "--shutdown-timeout", "2s"]);
+    daemon.json("POST", "/messages", Some(r#"{"type":"sleep"}"#));
+    let deadline = Instant::now() + BOUND;
+    while daemon.plugin("sleeper")["busy"] != true {
+        assert!(Instant::now() < deadline, "{}", daemon.plugin("sleeper"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The sleeper is in its call now. The admin API answers at once …
+    for path in [
+        "/health",
+        "/metrics",
+        "/plugins",
+        "/plugins/sleeper",
+        "/plugins/hello",
+    ] {
+        let (status, text) = prompt(&daemon, "GET", path);
+        assert_eq!(status, 200, "{path}: {text}");
+    }
+    assert_eq!(daemon.plugin("sleeper")["state"], "running");
+    // … another plugin keeps processing …
+    for _ in 0..3 {
+        daemon.json("POST", "/messages", Some(r#"{"type":"ping","logger":"dee"}"#));
+        daemon.output("a greeting", of_type("hello.greeting"));
+    }
+    // … a new plugin dropped into the directory loads, and so does a reload.
+    std::fs::copy(guests::COUNTER, dirs.plugins.path().join("counter.wasm")).unwrap();
+    let deadline = Instant::now() + BOUND;
+    while daemon.request("GET", "/plugins/counter", None).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "counter did not load:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, _) = prompt(&daemon, "PUT", "/plugins/reload");
+    assert_eq!(status, 200);
+
+    // SIGTERM stops the daemon within its shutdown timeout, abandoning the sleeper.
+    let started = Instant::now();
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{status}: {log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        log.contains("still in a call at the end of the shutdown timeout") && log.contains("sleeper"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_start_function_that_blocks_holds_up_only_its_own_load() {
+    let dirs = Dirs::new(&[("hello.wasm", guests::HELLO)]);
+    dirs.sidecar("hello.toml", "[matcher]\ntype = \"ping\"\n");
+    let daemon = dirs.start(&["--no-stdin"]);
+    dirs.sidecar("sleeps-at-start.toml", "[limits]\ndeadline-ms = 120000\n");
+    std::fs::copy(
+        guests::SLEEPS_AT_START,
+        dirs.plugins.path().join("sleeps-at-start.wasm"),
+    )
+    .unwrap();
+    daemon.wait_log("loading plugin");
+    // While its start function sleeps: other loads, reloads, calls and status answer.
+    std::fs::copy(guests::COUNTER, dirs.plugins.path().join("counter.wasm")).unwrap();
+    let deadline = Instant::now() + BOUND;
+    while daemon.request("GET", "/plugins/counter", None).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "counter did not load:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, _) = prompt(&daemon, "PUT", "/plugins/reload");
+    assert_eq!(status, 200);
+    daemon.json("POST", "/messages", Some(r#"{"type":"ping","logger":"eve"}"#));
+    daemon.output("a greeting", of_type("hello.greeting"));
+    prompt(&daemon, "GET", "/metrics");
+    let started = Instant::now();
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{status}: {log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_sidecar_restart_section_brings_a_terminated_plugin_back() {
+    let dirs = Dirs::new(&[("fails.wasm", guests::FAILS)]);
+    dirs.sidecar(
+        "fails.toml",
+        "[matcher]\nall = true\n[limits]\nmax-consecutive-failures = 2\n[restart]\ninitial-backoff-ms = 100\n",
+    );
+    let daemon = dirs.start(&["--no-stdin"]);
+    // Every message fails: two in a row terminate it, each time it comes back.
+    for restarts in 1..=2 {
+        for _ in 0..2 {
+            daemon.json("POST", "/messages", Some(r#"{"type":"x"}"#));
+        }
+        let report = daemon.output("the termination report", of_type("corral.plugin-terminated"));
+        assert_eq!(field(&report, "plugin"), &Value::String("fails".into()));
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let status = daemon.plugin("fails");
+            if status["state"] == "running" && status["restart"]["restarts"] == restarts {
+                assert_eq!(status["stats"]["restarts"], restarts);
+                assert_eq!(status["restart"]["next_at_ns"], Json::Null);
+                break;
+            }
+            assert!(Instant::now() < deadline, "{status}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+/// Every line of `text` fits the Prometheus text exposition grammar: a `# HELP` or
+/// `# TYPE` comment, or `name{label="value",…} number` with label values escaped.
+fn assert_exposition(text: &str) {
+    let word = |b: &[u8], mut i: usize| {
+        while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+            i += 1;
+        }
+        i
+    };
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix("# ") {
+            assert!(
+                comment.starts_with("HELP corral_") || comment.starts_with("TYPE corral_"),
+                "{line:?}"
+            );
+            continue;
+        }
+        let b = line.as_bytes();
+        let mut i = word(b, 0);
+        assert!(line.starts_with("corral_") && i > 0, "bad metric name: {line:?}");
+        if b.get(i) == Some(&b'{') {
+            i += 1;
+            loop {
+                let end = word(b, i);
+                assert!(end > i && b[end..].starts_with(b"=\""), "bad label: {line:?}");
+                i = end + 2;
+                loop {
+                    match b.get(i) {
+                        Some(b'\\') => {
+                            assert!(
+                                matches!(b.get(i + 1), Some(b'\\' | b'"' | b'n')),
+                                "bad escape: {line:?}"
+                            );
+                            i += 2;
+                        }
+                        Some(b'"') => break,
+                        Some(_) => i += 1,
+                        None => panic!("unterminated label value: {line:?}"),
+                    }
+                }
+                i += 1;
+                match b.get(i) {
+                    Some(b',') => i += 1,
+                    Some(b'}') => {
+                        i += 1;
+                        break;
+                    }
+                    _ => panic!("bad labels: {line:?}"),
+                }
+            }
+        }
+        let value = line[i..]
+            .strip_prefix(' ')
+            .unwrap_or_else(|| panic!("no value: {line:?}"));
+        assert!(value.parse::<f64>().is_ok(), "bad value: {line:?}");
+    }
+}
+
+#[test]
+fn guest_text_cannot_forge_lines_of_the_daemon_log() {
+    let dirs = Dirs::new(&[("forger.wasm", guests::FORGER)]);
+    dirs.sidecar("forger.toml", "[matcher]\nall = true\n");
+    let mut daemon = dirs.start(&[]);
+    daemon.send(r#"{"type":"log","payload":"ok\nINFO victim: forged\n{\"type\":\"x\"}\u001b[31m"}"#);
+    daemon.send(r#"{"type":"fail","payload":"bad\nERROR victim: forged"}"#);
+    daemon.send(r#"{"type":"panic","payload":"boom\nWARN victim: forged"}"#);
+    daemon.wait_log(r"ok\nINFO victim: forged\n{");
+    daemon.wait_log(r"bad\nERROR victim: forged");
+    daemon.wait_log(r"boom\nWARN victim: forged");
+    let (_, log) = daemon.terminate();
+    for line in log.lines() {
+        assert!(
+            !["INFO victim", "ERROR victim", "WARN victim", "{\"type\""]
+                .iter()
+                .any(|forged| line.starts_with(forged)),
+            "a forged line: {line:?}"
+        );
+    }
+    assert!(!log.contains('\x1b'), "a raw escape reached the terminal");
+}
+
+#[test]
+fn the_daemons_log_about_one_plugin_is_rate_limited() {
+    let dirs = Dirs::new(&[("forger.wasm", guests::FORGER)]);
+    dirs.sidecar(
+        "forger.toml",
+        "[matcher]\nall = true\n[limits]\nmax-consecutive-failures = 100000\n",
+    );
+    let mut daemon = dirs.start(&[]);
+    // Fewer than the queue holds (1,024), so none is turned away.
+    for i in 0..1_000 {
+        daemon.send(&format!(r#"{{"type":"fail","payload":"failure {i}"}}"#));
+    }
+    daemon.wait_log("suppressed");
+    let bound = Instant::now() + BOUND;
+    while daemon.plugin("forger")["stats"]["process_message"]["failures"] != 1_000 {
+        assert!(Instant::now() < bound, "{}", daemon.plugin("forger"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = daemon.log();
+    let lines = log.lines().filter(|l| l.contains("failure ")).count();
+    // A burst of 100 and 20 a second after it, for as long as the run took; far from
+    // one line per failure.
+    assert!(lines < 500, "{lines} lines about one plugin");
+}
+
+#[test]
+fn a_file_name_that_would_break_metrics_is_refused_and_forgotten() {
+    let evil = "evil\"} 1\ncorral_forged{x=\"y";
+    let dirs = Dirs::new(&[("hello.wasm", guests::HELLO)]);
+    std::fs::copy(guests::HELLO, dirs.plugins.path().join(format!("{evil}.wasm"))).unwrap();
+    std::fs::write(dirs.plugins.path().join("broken.wasm"), b"not wasm").unwrap();
+    let daemon = dirs.start(&["--no-stdin"]);
+    let plugins = daemon.json("GET", "/plugins", None);
+    let names: Vec<&str> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["broken", "hello"], "{plugins}");
+    let (status, metrics) = daemon.request("GET", "/metrics", None);
+    assert_eq!(status, 200);
+    assert_exposition(&metrics);
+    assert!(!metrics.contains("corral_forged"), "{metrics}");
+    assert!(
+        metrics.contains(r#"corral_plugin_up{plugin="broken"} 0"#),
+        "{metrics}"
+    );
+    daemon.wait_log("refused");
+    std::fs::remove_file(dirs.plugins.path().join(format!("{evil}.wasm"))).unwrap();
+    std::fs::remove_file(dirs.plugins.path().join("broken.wasm")).unwrap();
+    let plugins = daemon.json("PUT", "/plugins/reload", None);
+    let names: Vec<&str> = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["hello"],
+        "a failure is forgotten with its file: {plugins}"
+    );
+}
+/// Writes `bytes` into the watch directory as `name`, whole (a temporary name renamed).
+fn drop_in(dirs: &Dirs, name: &str, bytes: &[u8]) {
+    let temp = dirs.plugins.path().join(format!(".{name}.partial"));
+    std::fs::write(&temp, bytes).unwrap();
+    std::fs::rename(&temp, dirs.plugins.path().join(name)).unwrap();
+}
+
+/// Waits until `name`'s last load error contains `needle`.
+fn wait_load_error(daemon: &Daemon, name: &str, needle: &str) -> Json {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, body) = daemon.request("GET", &format!("/plugins/{name}"), None);
+        if status == 200 {
+            let plugin: Json = serde_json::from_str(&body).unwrap();
+            if plugin["load_error"].as_str().is_some_and(|e| e.contains(needle)) {
+                return plugin;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `{needle}` for `{name}`: {body}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_compile_bomb_dropped_in_is_refused_and_never_replaces_the_serving_plugin() {
+    let dirs = Dirs::new(&[("hello.wasm", guests::HELLO)]);
+    dirs.sidecar("hello.toml", "[matcher]\ntype = \"login\"\n");
+    let mut daemon = dirs.start(&[]);
+    let bomb = crate::bombs::with_module(guests::HELLO, crate::bombs::large_function(3 << 20));
+    drop_in(&dirs, "bomb.wasm", &bomb);
+    let refused = "is too costly to compile: its largest function has";
+    let status = wait_load_error(&daemon, "bomb", refused);
+    assert_eq!(status["state"], "failed-to-load", "{status}");
+    // The same bytes in place of a serving plugin: refused, and the old one serves on.
+    drop_in(&dirs, "hello.wasm", &bomb);
+    let status = wait_load_error(&daemon, "hello", refused);
+    assert_eq!(status["state"], "running", "{status}");
+    daemon.send(r#"{"type":"login","logger":"dee"}"#);
+    assert_eq!(
+        daemon.output("a greeting", of_type("hello.greeting")).payload,
+        "Hello, dee!"
+    );
+    assert_eq!(daemon.json("GET", "/health", None)["status"], "ok");
+}
+
+#[test]
+fn a_compile_past_its_memory_bound_is_stopped_and_the_daemon_stays_small() {
+    let dirs = Dirs::new(&[("hello.wasm", guests::HELLO)]);
+    dirs.sidecar("hello.toml", "[matcher]\ntype = \"login\"\n");
+    let mut daemon = dirs.start(&["--no-baseline", "--compile-limit", "compile-memory=48MiB"]);
+    let pid = daemon.child.id().to_string();
+    drop_in(&dirs, "heavy.wasm", &crate::compile::costly());
+    wait_load_error(
+        &daemon,
+        "heavy",
+        "its compile needed more than 50331648 bytes of memory (`compile-memory`), so the \
+         compile was stopped",
+    );
+    let peak = crate::compile::peak_rss(&pid);
+    assert!(peak < 512 << 20, "the daemon's peak memory was {peak} bytes");
+    daemon.send(r#"{"type":"login","logger":"dee"}"#);
+    assert_eq!(
+        daemon.output("a greeting", of_type("hello.greeting")).payload,
+        "Hello, dee!"
+    );
+}
+
+#[test]
+fn a_sidecar_granting_the_watch_directory_is_refused_unless_allowed_and_grants_are_logged() {
+    let dirs = Dirs::new(&[("selfish.wasm", guests::HELLO), ("cpu.wasm", guests::CPU)]);
+    dirs.sidecar(
+        "selfish.toml",
+        "[[permissions.dirs]]\nhost = \".\"\nguest = \"/plugins\"\nwritable = true\n",
+    )
+    .sidecar(
+        "cpu.toml",
+        &format!(
+            "[[permissions.dirs]]\nhost = \"{}\"\nguest = \"/proc\"\n",
+            fixture_proc().display()
+        ),
+    );
+    let daemon = dirs.start(&["--no-stdin"]);
+    let status = wait_load_error(&daemon, "selfish", "it covers the watch directory");
+    assert_eq!(status["state"], "failed-to-load", "{status}");
+    daemon.wait_log(&format!(
+        "directory granted plugin=cpu host={} guest=/proc access=read-only",
+        fixture_proc().display()
+    ));
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+
+    let daemon = dirs.start(&["--no-stdin", "--allow-broad-grants"]);
+    daemon.wait_log("broad directory grant allowed (--allow-broad-grants): it covers the watch directory");
+    assert_eq!(daemon.plugin("selfish")["state"], "running");
 }

@@ -391,7 +391,7 @@ fn the_page_follows_the_daemon_live() {
             .until("broken fails to load", &when_state("broken", "failed-to-load", ".reason-text"))
             .await;
         assert_eq!(failure, daemon.plugin("broken")["load_error"]);
-        assert!(failure.as_str().unwrap().contains("broken.wasm"), "{failure}");
+        assert!(failure.as_str().unwrap().contains("plugin `broken`"), "{failure}");
         browser.shoot("3-failed-load").await;
 
         // A swap shows the new version.

@@ -5,113 +5,16 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use corral::{CallError, Event, Host, Message, PluginOptions, Registry, StateHandoff, Value, Watcher};
+use corral::{CallError, Event, Host, Message, PluginOptions, StateHandoff, Value};
 use corral_test_guests as guests;
 
-/// How long any awaited event may take before the test fails.
-const BOUND: Duration = Duration::from_secs(20);
-
-pub(crate) struct Dir {
-    _temp: tempfile::TempDir,
-    pub path: PathBuf,
-    pub registry: Registry,
-    events: Receiver<Event>,
-    watcher: Watcher,
-}
-
-/// A fresh watch directory with `files` (name, guest path) in it before watching starts.
-pub(crate) fn watched(files: &[(&str, &str)]) -> Dir {
-    watched_with_debounce(files, corral::DEBOUNCE)
-}
-
-fn watched_with_debounce(files: &[(&str, &str)], debounce: Duration) -> Dir {
-    watched_with(
-        files,
-        corral::WatchOptions {
-            debounce,
-            ..corral::WatchOptions::default()
-        },
-    )
-}
-
-pub(crate) fn watched_with(files: &[(&str, &str)], options: corral::WatchOptions) -> Dir {
-    let temp = tempfile::tempdir().unwrap();
-    let path = temp.path().canonicalize().unwrap();
-    for (name, guest) in files {
-        fs::copy(guest, path.join(name)).unwrap();
-    }
-    let registry = Registry::new(crate::support::host().clone());
-    let events = registry.subscribe();
-    let watcher = registry.watch_with(&path, options).unwrap();
-    // The initial load happened before `watch` returned: keep only what follows.
-    let initial: Vec<Event> = events.try_iter().collect();
-    assert_eq!(initial.len(), files.len(), "{initial:?}");
-    Dir {
-        _temp: temp,
-        path,
-        registry,
-        events,
-        watcher,
-    }
-}
-
-impl Dir {
-    /// Waits for the first event `matches` accepts, returning it and the events before it.
-    pub fn wait(&self, what: &str, matches: impl Fn(&Event) -> bool) -> (Event, Vec<Event>) {
-        let deadline = Instant::now() + BOUND;
-        let mut before = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(event) if matches(&event) => return (event, before),
-                Ok(event) => before.push(event),
-                Err(_) => panic!("no {what} within {BOUND:?}; saw {before:#?}"),
-            }
-        }
-    }
-
-    pub fn file(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-
-    /// Writes `bytes` as `name` the safe way: to a temporary file, renamed into place.
-    pub fn put(&self, name: &str, bytes: &[u8]) {
-        let temp = self.path.join(format!(".{name}.partial"));
-        fs::write(&temp, bytes).unwrap();
-        fs::rename(&temp, self.file(name)).unwrap();
-    }
-
-    pub fn version_answering(&self, name: &str) -> String {
-        let outcome = self
-            .registry
-            .process_message(name, &Message::new("ping"))
-            .unwrap();
-        match outcome.emitted[0].field("version") {
-            Some(Value::String(v)) => v.clone(),
-            other => panic!("no version in {other:?}"),
-        }
-    }
-}
-
-pub(crate) fn bytes(guest: &str) -> Vec<u8> {
-    fs::read(guest).unwrap()
-}
-
-pub(crate) fn loaded(name: &str) -> impl Fn(&Event) -> bool + '_ {
-    move |e| matches!(e, Event::Loaded { name: n, .. } if n == name)
-}
-
-pub(crate) fn replaced(name: &str) -> impl Fn(&Event) -> bool + '_ {
-    move |e| matches!(e, Event::Replaced { name: n, .. } if n == name)
-}
-
-pub(crate) fn failed(name: &str) -> impl Fn(&Event) -> bool + '_ {
-    move |e| matches!(e, Event::Failed { name: n, .. } if n == name)
-}
+// The watch-directory harness lives in `support`, shared with the other modules.
+pub(crate) use crate::support::{
+    Dir, bytes, failed, loaded, replaced, watched, watched_with, watched_with_debounce,
+};
 
 #[test]
 fn files_present_at_start_are_loaded_before_watch_returns() {

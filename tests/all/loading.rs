@@ -60,7 +60,7 @@ fn a_truncated_component_is_invalid() {
 #[test]
 fn a_component_for_another_world_names_every_mismatch() {
     let error = load_bytes("wrong-world", &std::fs::read(guests::WRONG_WORLD).unwrap());
-    let LoadError::Incompatible { plugin, problems } = &error else {
+    let LoadError::Incompatible { plugin, problems, .. } = &error else {
         panic!("expected incompatible, got {error:?}");
     };
     assert_eq!(plugin, "wrong-world");
@@ -91,13 +91,22 @@ fn a_plugin_built_against_another_version_names_both_versions() {
         panic!("expected incompatible, got {error:?}");
     };
     assert_eq!(
-        problems,
-        &[Mismatch::ImportVersion {
+        problems[0],
+        Mismatch::ImportVersion {
             name: "corral:plugin/log@0.2.0".into(),
             found: "0.2.0".into(),
             expected: "corral:plugin@0.1.0".into(),
-        }]
+        }
     );
+    // Its 0.2.0 entry points have other types too, each named with both.
+    let names: Vec<&str> = problems[1..]
+        .iter()
+        .map(|p| match p {
+            Mismatch::ExportType { name, .. } => name.as_str(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(names, ["process-message", "timer-event"]);
     let text = error.to_string();
     assert!(
         text.contains("built against version 0.2.0, this host provides corral:plugin@0.1.0"),
@@ -202,5 +211,37 @@ fn a_pooled_host_runs_plugins_and_says_when_the_pool_is_full() {
     assert!(
         reason.ends_with("the host's pool of sandboxes is full (`HostBuilder::pooling`); give it more room, or unload plugins"),
         "{reason}"
+    );
+}
+
+#[test]
+fn an_entry_point_of_the_wrong_type_is_named_with_both_types() {
+    let error = load_bytes("wrong-types", &std::fs::read(guests::WRONG_TYPES).unwrap());
+    let LoadError::Incompatible { world, problems, .. } = &error else {
+        panic!("expected incompatible, got {error:?}");
+    };
+    // Its `process-batch` points to the batch-filter world: it is checked against that.
+    assert_eq!(world, "corral:plugin/batch-filter@0.1.0");
+    assert_eq!(
+        problems,
+        &[
+            Mismatch::ExportType {
+                name: "process-batch".into(),
+                reason: "the world's is `func(batch: batch) -> list<batch-failure>`, the plugin's is \
+                         `func(count: u32) -> u64`"
+                    .into(),
+            },
+            Mismatch::ExportType {
+                name: "timer-event".into(),
+                reason: "the world's is `func(now-ns: s64) -> result<_, failure>`, the plugin's is \
+                         `func(now-ns: string)`"
+                    .into(),
+            },
+        ]
+    );
+    let text = error.to_string();
+    assert!(
+        text.starts_with("plugin `wrong-types` does not fit the `corral:plugin/batch-filter@0.1.0` world:"),
+        "{text}"
     );
 }

@@ -16,8 +16,20 @@ mod limits;
 mod traps;
 // The termination policy: fatal failures and consecutive failures.
 mod termination;
+// The restart policy: back after a backoff that grows to a cap, or terminated for good.
+mod restart;
+// The deadline in wall time: sleeps, polls, blocking reads, start-up, save and restore.
+mod deadline;
 // Files that are not plugins, or not for this world, rejected with clear errors.
 mod loading;
+// Compile bombs, made at test time from a real guest and one more core module.
+mod bombs;
+// Bounded compiles: static limits, the compile worker's time and memory bounds.
+mod compile;
+// Directory grants that would hand a plugin the host, refused and logged.
+mod grants;
+// The engine's configuration: the proposals and features turned off, each refused.
+mod engine;
 // What WASI grants a guest: clocks and random, and nothing else.
 mod isolation;
 // Statistics as Heka reported them.
@@ -28,15 +40,26 @@ mod cli;
 mod hot_swap;
 // Hostile guests: exact typed outcomes, the host up, the others answering.
 mod hostile;
+// What guests hand the host, checked: emitted messages, caps at written size, batch
+// failures, escaped guest text, names, canonical-ABI faults.
+mod integrity;
 // Bad files in the watch directory: clear errors, nothing replaced, host up.
 mod bad_files;
 // `corral run`, the daemon, end to end against the real binary.
 mod daemon;
 // The dashboard at `GET /`, in a real headless browser against the daemon.
 mod dashboard;
+// The daemon's durable log: bursts, backpressure, kill -9, corrupt tails, swaps.
+mod durable;
 // Plugins in Python and JavaScript: the counter's outcomes, swaps, limits, the cache.
 mod polyglot;
 // `corral new`: projects in Rust, Python and JavaScript that build and load.
 mod scaffold;
 // The seeds' example plugins: lookup backends, configuration as code, hooks, sidecars.
 mod examples;
+// Host functions of the embedder's own: called, swapped, failing, under the deadline.
+mod host_functions;
+// Exports beyond Corral's worlds, called by name, typed or with `Val`s, and by the CLI.
+mod exports;
+// An embedder crate outside the workspace, depending on `corral` alone.
+mod embedder;

@@ -11,7 +11,7 @@ use crate::support::{load_as, polyglot};
 
 /// Runs `corral new NAME --lang LANG --dir DIR` and returns the project directory.
 fn corral_new(name: &str, lang: &str, dir: &Path) -> PathBuf {
-    let output = Command::new(env!("CARGO_BIN_EXE_corral"))
+    let output = Command::new(crate::support::corral_exe())
         .args(["new", name, "--lang", lang, "--dir"])
         .arg(dir)
         .output()
@@ -117,7 +117,7 @@ fn every_project_carries_the_host_wit_and_a_sidecar_of_the_defaults() {
 fn corral_new_refuses_bad_names_and_an_occupied_directory() {
     let temp = tempfile::tempdir().unwrap();
     for bad in ["Caps", "9lives", "under_score", "../escape"] {
-        let output = Command::new(env!("CARGO_BIN_EXE_corral"))
+        let output = Command::new(crate::support::corral_exe())
             .args(["new", bad, "--dir"])
             .arg(temp.path())
             .output()
@@ -127,7 +127,7 @@ fn corral_new_refuses_bad_names_and_an_occupied_directory() {
         assert!(said.contains("cannot name a plugin project"), "{bad}: {said}");
     }
     corral_new("taken", "rust", temp.path());
-    let output = Command::new(env!("CARGO_BIN_EXE_corral"))
+    let output = Command::new(crate::support::corral_exe())
         .args(["new", "taken", "--lang", "python", "--dir"])
         .arg(temp.path())
         .output()

@@ -1,9 +1,12 @@
 //! Helpers shared by every test module.
 
+use std::fs;
 use std::path::PathBuf;
 use std::sync::LazyLock;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
 
-use corral::{Host, Message, Plugin, PluginOptions};
+use corral::{Event, Host, Message, Plugin, PluginOptions, Registry, Value, Watcher};
 
 /// One host for the whole test binary, as an embedding program would have: plugins
 /// share its engine and compile memo, so each guest compiles once, and a disk compile
@@ -18,6 +21,8 @@ pub fn host() -> &'static Host {
     });
     &HOST
 }
+
+pub use corral_test_guests::corral_exe;
 
 /// The test host's disk compile cache.
 pub fn compile_cache() -> PathBuf {
@@ -60,4 +65,124 @@ pub fn message(type_: &str, logger: &str) -> Message {
         logger: logger.to_owned(),
         ..Message::new(type_)
     }
+}
+
+/// Waits until `condition` holds, checking every few milliseconds, for at most `bound`;
+/// panics naming `what` if it never does. The one bounded wait of the suite: no test
+/// sleeps and hopes.
+pub fn eventually(what: &str, bound: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + bound;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not within {bound:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// The watch-directory harness: a temporary directory a registry watches, its events,
+// and helpers to change it.
+
+/// How long any awaited event may take before the test fails.
+pub const BOUND: Duration = Duration::from_secs(20);
+
+pub(crate) struct Dir {
+    _temp: tempfile::TempDir,
+    pub path: PathBuf,
+    pub registry: Registry,
+    pub events: Receiver<Event>,
+    pub watcher: Watcher,
+}
+
+/// A fresh watch directory with `files` (name, guest path) in it before watching starts.
+pub(crate) fn watched(files: &[(&str, &str)]) -> Dir {
+    watched_with_debounce(files, corral::DEBOUNCE)
+}
+
+pub(crate) fn watched_with_debounce(files: &[(&str, &str)], debounce: Duration) -> Dir {
+    watched_with(
+        files,
+        corral::WatchOptions {
+            debounce,
+            ..corral::WatchOptions::default()
+        },
+    )
+}
+
+pub(crate) fn watched_with(files: &[(&str, &str)], options: corral::WatchOptions) -> Dir {
+    watched_on(host().clone(), files, options)
+}
+
+/// As [`watched_with`], loading through `host` (one with host functions, say).
+pub(crate) fn watched_on(host: Host, files: &[(&str, &str)], options: corral::WatchOptions) -> Dir {
+    let temp = tempfile::tempdir().unwrap();
+    let path = temp.path().canonicalize().unwrap();
+    for (name, guest) in files {
+        fs::copy(guest, path.join(name)).unwrap();
+    }
+    let registry = Registry::new(host);
+    let events = registry.subscribe();
+    let watcher = registry.watch_with(&path, options).unwrap();
+    // The initial load happened before `watch` returned: keep only what follows.
+    let initial: Vec<Event> = events.try_iter().collect();
+    assert_eq!(initial.len(), files.len(), "{initial:?}");
+    Dir {
+        _temp: temp,
+        path,
+        registry,
+        events,
+        watcher,
+    }
+}
+
+impl Dir {
+    /// Waits for the first event `matches` accepts, returning it and the events before it.
+    pub fn wait(&self, what: &str, matches: impl Fn(&Event) -> bool) -> (Event, Vec<Event>) {
+        let deadline = Instant::now() + BOUND;
+        let mut before = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(event) if matches(&event) => return (event, before),
+                Ok(event) => before.push(event),
+                Err(_) => panic!("no {what} within {BOUND:?}; saw {before:#?}"),
+            }
+        }
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Writes `bytes` as `name` the safe way: to a temporary file, renamed into place.
+    pub fn put(&self, name: &str, bytes: &[u8]) {
+        let temp = self.path.join(format!(".{name}.partial"));
+        fs::write(&temp, bytes).unwrap();
+        fs::rename(&temp, self.file(name)).unwrap();
+    }
+
+    pub fn version_answering(&self, name: &str) -> String {
+        let outcome = self
+            .registry
+            .process_message(name, &Message::new("ping"))
+            .unwrap();
+        match outcome.emitted[0].field("version") {
+            Some(Value::String(v)) => v.clone(),
+            other => panic!("no version in {other:?}"),
+        }
+    }
+}
+
+pub(crate) fn bytes(guest: &str) -> Vec<u8> {
+    fs::read(guest).unwrap()
+}
+
+pub(crate) fn loaded(name: &str) -> impl Fn(&Event) -> bool + '_ {
+    move |e| matches!(e, Event::Loaded { name: n, .. } if n == name)
+}
+
+pub(crate) fn replaced(name: &str) -> impl Fn(&Event) -> bool + '_ {
+    move |e| matches!(e, Event::Replaced { name: n, .. } if n == name)
+}
+
+pub(crate) fn failed(name: &str) -> impl Fn(&Event) -> bool + '_ {
+    move |e| matches!(e, Event::Failed { name: n, .. } if n == name)
 }

@@ -10,7 +10,8 @@
 //!   that the next ones queue up behind it), then goes on as below;
 //! - anything else: emits a `probe.seen` whose payload is the message's and whose fields
 //!   echo what the view read: `type`, `logger`, `severity`, `timestamp`, then every field
-//!   of the message under its own name and with its own type, in order.
+//!   of the message with its own type, in order, named `N.name` for the field at index N
+//!   (the host refuses an emit that repeats a name, and a message may repeat one).
 //!
 //! Its timer emits a `probe.timer` with the time in the field `now`.
 
@@ -56,8 +57,8 @@ fn seen(message: &MessageView<'_>) -> Result<(), Failure> {
         .field("logger", Value::String(message.logger().to_owned()))
         .field("severity", Value::Int(message.severity().into()))
         .field("timestamp", Value::Int(message.timestamp()));
-    for (name, value) in message.fields() {
-        seen = seen.field(name, value.to_value());
+    for (index, (name, value)) in message.fields().enumerate() {
+        seen = seen.field(format!("{index}.{name}"), value.to_value());
     }
     corral_guest::emit(&seen);
     Ok(())

@@ -281,7 +281,7 @@
 
   function renderDaemon(status, now) {
     setText($('d-uptime'), duration(now - status.started_at_ns / 1e9));
-    const received = status.messages ? status.messages.received : 0;
+    const received = status.log ? status.log.end : 0;
     daemonHistory.t.push(now);
     daemonHistory.received.push(received);
     trim(daemonHistory, now);
@@ -291,10 +291,10 @@
     const intake = span > 0 ? (daemonHistory.received[n - 1] - daemonHistory.received[from]) / span : null;
     setText($('d-intake'), `${rate(intake)} msgs/s`);
     setText($('d-received'), counts.format(received));
-    setText($('d-unmatched'), status.messages ? counts.format(status.messages.unmatched) : '–');
+    setText($('d-unmatched'), status.output ? counts.format(status.output.lag.messages) : '–');
     const log = $('d-log');
     log.parentElement.hidden = !status.log;
-    if (status.log) setText(log, `${bytes(status.log.bytes)} / ${bytes(status.log.max_bytes)}`);
+    if (status.log) setText(log, `${bytes(status.log.unread_bytes)} / ${bytes(status.log.max_bytes)}`);
     const states = { running: 0, terminated: 0, 'failed-to-load': 0 };
     for (const p of status.plugins) states[p.state] = (states[p.state] || 0) + 1;
     setText(
@@ -502,10 +502,10 @@
     f.failures.title = `process-message ${pm.failures}, timer-event ${te.failures}; last: ${stats.last_error || 'none'}`;
     setText(f.avg, nanos(timed > 0 ? total / timed : null));
     setText(f.max, nanos(Math.max(pm.max_duration_ns, te.max_duration_ns)));
-    setText(f.queue, p.queue ? `${counts.format(p.queue.depth)} / ${counts.format(p.queue.capacity)}` : '–');
-    setText(f.rejected, p.queue ? counts.format(p.queue.rejected) : '–');
+    setText(f.queue, p.reader ? counts.format(p.reader.processed) : '–');
+    setText(f.rejected, p.reader ? counts.format(p.reader.skipped) : '–');
     f.lag.parentElement.hidden = p.lag === undefined;
-    if (p.lag !== undefined) setText(f.lag, p.lag === null ? '–' : counts.format(p.lag));
+    if (p.lag !== undefined) setText(f.lag, p.lag === null ? '–' : counts.format(p.lag.messages));
 
     const limits = p.limits || {};
     bar(f.memoryFill, stats.memory_bytes, limits.memory_bytes);
