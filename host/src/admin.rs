@@ -3,7 +3,9 @@
 //!
 //! | method and path | what |
 //! |---|---|
+//! | `GET /` | the live dashboard (`dashboard.rs`), its files under `/dashboard/` |
 //! | `GET /health` | `{"status":"ok"}` |
+//! | `GET /status` | the daemon at a glance, for the dashboard: uptime, compiles, the logs, recent events, every plugin |
 //! | `GET /plugins` | every plugin: name, version, state, loaded-at, stats, reader, lag, errors |
 //! | `GET /plugins/{name}` | one plugin |
 //! | `PUT /plugins/reload` | rescan the watch directory now; answers with `/plugins` |
@@ -13,13 +15,13 @@
 //! | `GET /metrics` | Prometheus text exposition of the per-plugin stats |
 //!
 //! With a token configured, every request must carry `Authorization: Bearer <token>`
-//! (401 otherwise). Errors are JSON: `{"error": "..."}`. Plugin names in paths are
+//! (401 otherwise), except for the dashboard's page and files, which hold no data. Errors are JSON: `{"error": "..."}`. Plugin names in paths are
 //! checked against the same rules as file names before anything is looked up.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -39,6 +41,8 @@ use crate::registry::{PluginStatus, Registry};
 use crate::stats::EntryStats;
 use crate::watcher::Watcher;
 
+mod dashboard;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub(crate) struct Admin {
@@ -50,18 +54,25 @@ pub(crate) struct Admin {
 
 /// The API's routes.
 pub(crate) fn router(admin: Admin) -> Router {
-    Router::new()
+    let started = SystemTime::now();
+    let events = dashboard::Events::follow(&admin.registry);
+    let api = Router::new()
         .route("/health", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route(
+            "/status",
+            get(move |State(admin): State<Admin>| async move { daemon_status(&admin, started, &events) }),
+        )
         .route("/plugins", get(list))
         .route("/plugins/reload", put(reload))
         .route("/plugins/{name}", get(one))
         .route("/plugins/{name}/call", post(call))
         .route("/messages", post(messages))
-        .route("/status", get(daemon_status))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint".into()) })
-        .layer(middleware::from_fn_with_state(admin.clone(), authorize))
-        .with_state(admin)
+        .layer(middleware::from_fn_with_state(admin.clone(), authorize));
+    // The page and its files hold no data: they are served without the token, and ask
+    // for it.
+    dashboard::routes().merge(api).with_state(admin)
 }
 
 fn error(status: StatusCode, message: String) -> Response {
@@ -104,18 +115,18 @@ fn entry_json(e: &EntryStats) -> Json {
         "failures": e.failures,
         "timed": e.timed,
         "avg_duration_ns": e.average_duration().as_nanos() as u64,
+        "total_duration_ns": e.total_duration.as_nanos() as u64,
         "max_duration_ns": e.max_duration.as_nanos() as u64,
     })
 }
 
 fn status_json(admin: &Admin, status: &PluginStatus) -> Json {
-    let ns = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let mut out = json!({
         "name": status.name,
         "state": "failed-to-load",
         "load_error": status.load_error,
         "path": status.path.as_ref().map(|p| p.display().to_string()),
-        "loaded_at_ns": status.loaded_at.map(ns),
+        "loaded_at_ns": status.loaded_at.map(unix_ns),
     });
     if let Some(plugin) = &status.plugin {
         let stats = plugin.stats();
@@ -136,10 +147,20 @@ fn status_json(admin: &Admin, status: &PluginStatus) -> Json {
             Some(r) => json!({
                 "restarts": r.restarts,
                 "in_a_row": r.in_a_row,
-                "next_at_ns": r.next_at.map(ns),
+                "next_at_ns": r.next_at.map(unix_ns),
                 "gave_up": r.gave_up,
             }),
         };
+        out["world"] = json!(plugin.report().world);
+        let limits = plugin.limits();
+        out["limits"] = json!({
+            "fuel": limits.fuel,
+            "memory_bytes": limits.memory_bytes,
+            "deadline_ns": limits.deadline.as_nanos() as u64,
+            "output_bytes": limits.output_bytes,
+            "emits": limits.emits,
+            "max_consecutive_failures": limits.max_consecutive_failures,
+        });
         out["last_error"] = json!(stats.last_error);
         out["stats"] = json!({
             "process_message": entry_json(&stats.process_message),
@@ -200,10 +221,6 @@ fn daemon_json(admin: &Admin) -> Json {
     })
 }
 
-async fn daemon_status(State(admin): State<Admin>) -> Response {
-    axum::Json(daemon_json(&admin)).into_response()
-}
-
 fn all_json(admin: &Admin) -> Json {
     Json::Array(
         admin
@@ -213,6 +230,27 @@ fn all_json(admin: &Admin) -> Json {
             .map(|s| status_json(admin, s))
             .collect(),
     )
+}
+
+fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// `GET /status`: what the dashboard shows, in one answer.
+fn daemon_status(admin: &Admin, started: SystemTime, events: &dashboard::Events) -> Response {
+    let compiles = admin.registry.host().compile_stats();
+    let mut out = daemon_json(admin);
+    out["started_at_ns"] = json!(unix_ns(started));
+    out["now_ns"] = json!(unix_ns(SystemTime::now()));
+    out["compiles"] = json!({
+        "memo": compiles.memo_hits,
+        "cache": compiles.cache_hits,
+        "compiled": compiles.compiled,
+        "baseline": compiles.baseline_compiled,
+    });
+    out["events"] = events.json();
+    out["plugins"] = all_json(admin);
+    axum::Json(out).into_response()
 }
 
 async fn list(State(admin): State<Admin>) -> Response {

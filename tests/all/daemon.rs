@@ -14,10 +14,10 @@ use serde_json::Value as Json;
 
 const BOUND: Duration = Duration::from_secs(30);
 
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     stdin: Option<ChildStdin>,
-    base: String,
+    pub(crate) base: String,
     stdout: Receiver<String>,
     stderr: Arc<Mutex<String>>,
     /// The thread reading stderr: it ends when the daemon has exited and said all.
@@ -26,13 +26,13 @@ struct Daemon {
 }
 
 /// A watch directory and a data directory that outlive one daemon run.
-struct Dirs {
-    plugins: tempfile::TempDir,
+pub(crate) struct Dirs {
+    pub(crate) plugins: tempfile::TempDir,
     data: tempfile::TempDir,
 }
 
 impl Dirs {
-    fn new(files: &[(&str, &str)]) -> Dirs {
+    pub(crate) fn new(files: &[(&str, &str)]) -> Dirs {
         let dirs = Dirs {
             plugins: tempfile::tempdir().unwrap(),
             data: tempfile::tempdir().unwrap(),
@@ -43,12 +43,12 @@ impl Dirs {
         dirs
     }
 
-    fn sidecar(&self, name: &str, text: &str) -> &Dirs {
+    pub(crate) fn sidecar(&self, name: &str, text: &str) -> &Dirs {
         std::fs::write(self.plugins.path().join(name), text).unwrap();
         self
     }
 
-    fn start(&self, args: &[&str]) -> Daemon {
+    pub(crate) fn start(&self, args: &[&str]) -> Daemon {
         let token = args
             .iter()
             .position(|a| *a == "--token")
@@ -112,7 +112,7 @@ impl Dirs {
     }
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(BOUND))
@@ -127,7 +127,7 @@ impl Daemon {
         stdin.flush().unwrap();
     }
 
-    fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    pub(crate) fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
         let url = format!("{}{path}", self.base);
         let agent = agent();
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
@@ -156,7 +156,7 @@ impl Daemon {
         (status, response.body_mut().read_to_string().unwrap())
     }
 
-    fn json(&self, method: &str, path: &str, body: Option<&str>) -> Json {
+    pub(crate) fn json(&self, method: &str, path: &str, body: Option<&str>) -> Json {
         let (status, text) = self.request(method, path, body);
         assert!((200..300).contains(&status), "{method} {path}: {status} {text}");
         serde_json::from_str(&text).unwrap()
@@ -182,7 +182,7 @@ impl Daemon {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
@@ -200,7 +200,7 @@ impl Daemon {
         }
     }
 
-    fn plugin(&self, name: &str) -> Json {
+    pub(crate) fn plugin(&self, name: &str) -> Json {
         self.json("GET", &format!("/plugins/{name}"), None)
     }
 

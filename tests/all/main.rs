@@ -47,6 +47,8 @@ mod integrity;
 mod bad_files;
 // `corral run`, the daemon, end to end against the real binary.
 mod daemon;
+// The dashboard at `GET /`, in a real headless browser against the daemon.
+mod dashboard;
 // The daemon's durable log: bursts, backpressure, kill -9, corrupt tails, swaps.
 mod durable;
 // Plugins in Python and JavaScript: the counter's outcomes, swaps, limits, the cache.
