@@ -46,6 +46,26 @@ enum Command {
     /// Run the daemon: watch DIR for plugins, route JSON-line messages from stdin and
     /// the admin API to them, run their timers, write what they emit as JSON lines.
     Run(RunArgs),
+    /// Put a component (and its sidecar) into a cluster's object store: every daemon of
+    /// the cluster swaps it in, with the watch directory's checks (docs/cluster.md).
+    Deploy {
+        /// The plugin's NAME.wasm component.
+        file: PathBuf,
+        /// Its sidecar, deployed with it as NAME.toml.
+        #[arg(long, value_name = "FILE")]
+        sidecar: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// List a cluster's live daemons: the partitions each owns, its plugins and their
+    /// versions, its lag, lease renewals and takeovers.
+    Status {
+        /// Print the daemons' heartbeats as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Compile a component read on stdin for the host that started this process (the
     /// compile worker: see `corral::CompileWorker`).
     #[command(hide = true)]
@@ -81,6 +101,66 @@ impl CompileArgs {
     fn worker() -> anyhow::Result<corral::CompileWorker> {
         let program = std::env::current_exe().context("cannot find the `corral` program to compile in")?;
         Ok(corral::CompileWorker::new(program).arg(COMPILE_WORKER))
+    }
+}
+
+/// Where a cluster is: the NATS server and the stream.
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// The NATS server of the cluster (JetStream enabled), e.g. nats://127.0.0.1:4222.
+    #[arg(long, value_name = "URL", required = true)]
+    nats: Option<String>,
+    /// The input stream; the output stream and the buckets are named after it.
+    #[arg(long, value_name = "NAME", default_value = corral::ClusterConfig::DEFAULT_STREAM)]
+    stream: String,
+    /// How long a lease lasts without renewal (e.g. 3s): a dead daemon's partitions are
+    /// taken over after about this long.
+    #[arg(long, value_name = "TIME", default_value = "3s", value_parser = parse_duration)]
+    lease_ttl: std::time::Duration,
+}
+
+/// How a cluster daemon joins: `corral run DIR --nats URL ...`.
+#[derive(Debug, Args)]
+struct RunClusterArgs {
+    /// Consume the JetStream stream of this NATS server instead of the local log, and
+    /// share its partitions with the other daemons of the cluster (docs/cluster.md).
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// The input stream; the output stream and the buckets are named after it.
+    #[arg(long, value_name = "NAME", default_value = corral::ClusterConfig::DEFAULT_STREAM)]
+    stream: String,
+    /// Input subjects are PREFIX.<partition>.
+    #[arg(long, value_name = "PREFIX", default_value = corral::ClusterConfig::DEFAULT_SUBJECT_PREFIX)]
+    subject_prefix: String,
+    /// Emitted messages go to PREFIX.<plugin>.
+    #[arg(long, value_name = "PREFIX", default_value = corral::ClusterConfig::DEFAULT_OUTPUT_PREFIX)]
+    output_prefix: String,
+    /// The number of partitions; every daemon of the cluster must agree.
+    #[arg(long, value_name = "N", default_value_t = corral::ClusterConfig::DEFAULT_PARTITIONS)]
+    partitions: u32,
+    /// The field whose value picks a message's partition (its type when absent).
+    #[arg(long, value_name = "FIELD")]
+    partition_key: Option<String>,
+    /// How long a lease lasts without renewal.
+    #[arg(long, value_name = "TIME", default_value = "3s", value_parser = parse_duration)]
+    lease_ttl: std::time::Duration,
+    /// This daemon's name in the cluster (default: host name and process id).
+    #[arg(long, value_name = "ID")]
+    daemon_id: Option<String>,
+}
+
+impl ClusterArgs {
+    fn config(&self) -> corral::ClusterConfig {
+        corral::ClusterConfig {
+            url: self.nats.clone().unwrap_or_default(),
+            stream: self.stream.clone(),
+            subject_prefix: corral::ClusterConfig::DEFAULT_SUBJECT_PREFIX.into(),
+            output_prefix: corral::ClusterConfig::DEFAULT_OUTPUT_PREFIX.into(),
+            partitions: corral::ClusterConfig::DEFAULT_PARTITIONS,
+            partition_key: None,
+            lease_ttl: self.lease_ttl,
+            id: String::new(),
+        }
     }
 }
 
@@ -146,6 +226,8 @@ struct RunArgs {
     /// `500ms`).
     #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_duration)]
     shutdown_timeout: std::time::Duration,
+    #[command(flatten)]
+    cluster: RunClusterArgs,
 }
 
 /// A duration: a number with `ms`, `s` or `m`.
@@ -288,8 +370,42 @@ pub fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CompileWorker => Ok(corral::compile_worker_main()),
+        Command::Deploy {
+            file,
+            sidecar,
+            cluster,
+        } => {
+            println!(
+                "{}",
+                corral::cluster::ops::deploy(&cluster.config(), &file, sidecar.as_deref())?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json, cluster } => {
+            let beats = corral::cluster::ops::status(&cluster.config())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&beats)?);
+            } else {
+                print!("{}", corral::cluster::ops::status_text(&beats));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run(args) => {
-            corral::run(corral::DaemonConfig {
+            let cluster = args.cluster.nats.clone().map(|url| corral::ClusterConfig {
+                url,
+                stream: args.cluster.stream.clone(),
+                subject_prefix: args.cluster.subject_prefix.clone(),
+                output_prefix: args.cluster.output_prefix.clone(),
+                partitions: args.cluster.partitions,
+                partition_key: args.cluster.partition_key.clone(),
+                lease_ttl: args.cluster.lease_ttl,
+                id: args
+                    .cluster
+                    .daemon_id
+                    .clone()
+                    .unwrap_or_else(corral::ClusterConfig::default_id),
+            });
+            let config = corral::DaemonConfig {
                 dir: args.dir,
                 data_dir: args.data,
                 admin: args.admin,
@@ -319,7 +435,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 compile_limits: args.compile.limits()?,
                 compile_worker: Some(CompileArgs::worker()?),
                 allow_broad_grants: args.allow_broad_grants,
-            })?;
+            };
+            match cluster {
+                Some(cluster) => corral::cluster::run(config, cluster)?,
+                None => corral::run(config)?,
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

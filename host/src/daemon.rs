@@ -93,6 +93,12 @@ impl DaemonConfig {
 #[error("{0}")]
 pub struct DaemonError(String);
 
+impl DaemonError {
+    pub(crate) fn new(reason: String) -> DaemonError {
+        DaemonError(reason)
+    }
+}
+
 /// Runs the daemon until SIGINT or SIGTERM.
 ///
 /// # Errors
@@ -236,7 +242,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
 const OUTPUT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -49,6 +49,7 @@ mod admin;
 mod batch;
 mod cache;
 mod checkpoint;
+pub mod cluster;
 mod compile;
 mod current;
 mod daemon;
@@ -86,6 +87,7 @@ struct EmbeddingGuide;
 #[doc = include_str!("../../docs/host-functions.md")]
 struct HostFunctionsGuide;
 
+pub use cluster::ClusterConfig;
 pub use compile::{CompileLimit, CompileLimits, CompileWorker, ComponentCost, compile_worker_main};
 pub use daemon::{DaemonConfig, DaemonError, OutputTarget, run};
 pub use embedder::{HostCtx, HostGetter, HostLinker};

@@ -49,6 +49,9 @@ mod bad_files;
 mod daemon;
 // The dashboard at `GET /`, in a real headless browser against the daemon.
 mod dashboard;
+// Daemons sharing a NATS JetStream stream by partition: leases, takeover after
+// kill -9 with exact state, deduplicated outputs, deploys through the object store.
+mod cluster;
 // The daemon's durable log: bursts, backpressure, kill -9, corrupt tails, swaps.
 mod durable;
 // Plugins in Python and JavaScript: the counter's outcomes, swaps, limits, the cache.
