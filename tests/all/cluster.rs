@@ -78,7 +78,7 @@ pub(crate) struct Daemon {
     child: Child,
     pub base: String,
     stderr: Arc<Mutex<String>>,
-    pub plugins: tempfile::TempDir,
+    _plugins: tempfile::TempDir,
     _data: tempfile::TempDir,
 }
 
@@ -130,7 +130,7 @@ impl Daemon {
             child,
             base: String::new(),
             stderr,
-            plugins,
+            _plugins: plugins,
             _data: data,
         };
         let marker = "admin API listening on ";
@@ -164,15 +164,6 @@ impl Daemon {
             .filter(|p| p["ready"] == true)
             .map(|p| p["partition"].as_u64().unwrap())
             .collect()
-    }
-
-    pub(crate) fn post(&self, body: &str) -> u16 {
-        agent()
-            .post(format!("{}/messages", self.base))
-            .send(body)
-            .unwrap()
-            .status()
-            .as_u16()
     }
 
     fn kill(&mut self) {
