@@ -63,3 +63,5 @@ mod host_functions;
 mod exports;
 // An embedder crate outside the workspace, depending on `corral` alone.
 mod embedder;
+// The README and docs/: every relative link resolves; the sidecar example parses.
+mod docs;
