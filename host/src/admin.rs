@@ -5,13 +5,12 @@
 //! |---|---|
 //! | `GET /` | the live dashboard (`dashboard.rs`), its files under `/dashboard/` |
 //! | `GET /health` | `{"status":"ok"}` |
-//! | `GET /status` | the daemon at a glance, for the dashboard: uptime, compiles, the logs, recent events, every plugin |
+//! | `GET /status` | the daemon at a glance, for the dashboard: uptime, compiles, the input and output logs (positions, unread bytes and bound, segments), unmatched messages, recent events, every plugin |
 //! | `GET /plugins` | every plugin: name, version, state, loaded-at, stats, reader, lag, errors |
 //! | `GET /plugins/{name}` | one plugin |
 //! | `PUT /plugins/reload` | rescan the watch directory now; answers with `/plugins` |
 //! | `POST /plugins/{name}/call` | run process-message on the JSON message in the body; answers with what it emitted |
 //! | `POST /messages` | append a JSON message (or an array of them) to the log as if read from stdin: 202 once durable, 503 with `Retry-After` while the log is full |
-//! | `GET /status` | the daemon: the input and output logs (positions, unread bytes and bound, segments) |
 //! | `GET /metrics` | Prometheus text exposition of the per-plugin stats |
 //!
 //! With a token configured, every request must carry `Authorization: Bearer <token>`
@@ -217,6 +216,7 @@ fn daemon_json(admin: &Admin) -> Json {
     json!({
         "log": log_json(&admin.pipeline.input_status()),
         "output": output,
+        "unmatched": admin.pipeline.unmatched(),
         "pending_store_writes": admin.pipeline.pending_store_writes(),
     })
 }
@@ -628,6 +628,12 @@ fn prometheus(admin: &Admin) -> String {
             "# HELP corral_{name} {help}\n# TYPE corral_{name} gauge\ncorral_{name} {value}"
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP corral_unmatched_messages_total Messages accepted since the start that no loaded plugin's matcher took.\n\
+         # TYPE corral_unmatched_messages_total counter\ncorral_unmatched_messages_total {}",
+        admin.pipeline.unmatched()
+    );
     out
 }
 

@@ -285,7 +285,7 @@ fn read_stdin(pipeline: Arc<Pipeline>, closing: Arc<AtomicBool>) {
                 if buf.is_empty() {
                     if !partial.is_empty() {
                         number += 1;
-                        push_line(&mut batch, &partial, number);
+                        push_line(&pipeline, &mut batch, &partial, number);
                     }
                     break;
                 }
@@ -299,10 +299,10 @@ fn read_stdin(pipeline: Arc<Pipeline>, closing: Arc<AtomicBool>) {
                     }
                     number += 1;
                     if partial.is_empty() {
-                        push_line(&mut batch, line, number);
+                        push_line(&pipeline, &mut batch, line, number);
                     } else {
                         partial.extend_from_slice(line);
-                        push_line(&mut batch, &partial, number);
+                        push_line(&pipeline, &mut batch, &partial, number);
                         partial.clear();
                     }
                 }
@@ -327,9 +327,9 @@ fn read_stdin(pipeline: Arc<Pipeline>, closing: Arc<AtomicBool>) {
     }
 }
 
-/// Decodes one stdin line into `batch`; a line that is not a message is logged and
-/// skipped.
-fn push_line(batch: &mut crate::log::Batch, line: &[u8], number: u64) {
+/// Decodes one stdin line into `batch`, counting it if no plugin matches it; a line
+/// that is not a message is logged and skipped.
+fn push_line(pipeline: &Pipeline, batch: &mut crate::log::Batch, line: &[u8], number: u64) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().all(u8::is_ascii_whitespace) {
         return;
@@ -338,7 +338,10 @@ fn push_line(batch: &mut crate::log::Batch, line: &[u8], number: u64) {
         .map_err(|e| e.to_string())
         .and_then(|text| Message::from_json(text).map_err(|e| e.to_string()));
     match decoded {
-        Ok(message) => batch.push(|out| crate::log::codec::encode(&message, out)),
+        Ok(message) => {
+            pipeline.count_if_unmatched(&message);
+            batch.push(|out| crate::log::codec::encode(&message, out));
+        }
         Err(e) => tracing::warn!("stdin line {number}: invalid message JSON, skipped: {e}"),
     }
 }

@@ -182,6 +182,8 @@ pub struct Pipeline {
     workers: Mutex<HashMap<String, Worker>>,
     writer: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
     output_stats: Arc<OutputStats>,
+    /// Messages accepted since the start that no loaded plugin's matcher took.
+    unmatched: AtomicU64,
     stopped: AtomicBool,
 }
 
@@ -265,6 +267,7 @@ impl Pipeline {
             workers: Mutex::new(HashMap::new()),
             writer: Mutex::new(Some((stop, writer))),
             output_stats,
+            unmatched: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&pipeline);
@@ -350,7 +353,29 @@ impl Pipeline {
         for message in messages {
             batch.push(|out| codec::encode(message, out));
         }
-        self.input.try_append(&batch)
+        let end = self.input.try_append(&batch)?;
+        for message in messages {
+            self.count_if_unmatched(message);
+        }
+        Ok(end)
+    }
+
+    /// Counts `message`, one accepted at intake, if no loaded plugin's matcher takes it
+    /// (Heka's router counted these too). Each reader applies its own matcher later, so
+    /// this is the one place the question "did anyone want it?" is asked: against the
+    /// plugins loaded when the message came in. A plugin loaded later with
+    /// `start-from = "earliest"` may still read it.
+    pub(crate) fn count_if_unmatched(&self, message: &Message) {
+        let mut matched = false;
+        self.registry.for_each_matching(message, |_| matched = true);
+        if !matched {
+            self.unmatched.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Messages accepted since the start that matched no loaded plugin.
+    pub fn unmatched(&self) -> u64 {
+        self.unmatched.load(Ordering::Relaxed)
     }
 
     /// Waits up to `timeout` for everything up to `end` to be durable.

@@ -26,11 +26,14 @@ fn field<'a>(message: &'a Message, name: &str) -> &'a Value {
 fn messages_from_stdin_and_http_reach_the_plugins_that_match() {
     let dirs = Dirs::new(&[("hello.wasm", guests::HELLO), ("counter.wasm", guests::COUNTER)]);
     dirs.sidecar("hello.toml", "[matcher]\ntype = \"login\"\n")
-        .sidecar("counter.toml", "[matcher]\nall = true\n");
+        .sidecar("counter.toml", "[matcher]\ntype = [\"login\", \"logout\"]\n");
     let mut daemon = dirs.start(&[]);
     daemon.send(r#"{"type":"login","logger":"ann"}"#);
     daemon.send(r#"{"type":"logout","logger":"ann"}"#);
     daemon.send("this is not json");
+    // Wanted by no plugin: counted as unmatched, from stdin as over HTTP.
+    daemon.send(r#"{"type":"nobody.wants.this"}"#);
+    daemon.json("POST", "/messages", Some(r#"{"type":"nor.this"}"#));
     let accepted = daemon.json("POST", "/messages", Some(r#"{"type":"login","logger":"bob"}"#));
     assert_eq!(accepted["accepted"], 1);
 
@@ -52,6 +55,16 @@ fn messages_from_stdin_and_http_reach_the_plugins_that_match() {
     assert_eq!(hello["lag"]["messages"], 0);
     assert!(hello["version"].as_str().unwrap().len() == 64);
     daemon.wait_log("stdin line 3: invalid message JSON");
+    daemon.eventually("two unmatched messages", || {
+        daemon.get("/status")["unmatched"] == 2
+    });
+    let (_, metrics) = daemon.request("GET", "/metrics", None);
+    assert!(
+        metrics.contains(
+            "\n# TYPE corral_unmatched_messages_total counter\ncorral_unmatched_messages_total 2\n"
+        ),
+        "{metrics}"
+    );
     let all = daemon.json("GET", "/plugins", None);
     let names: Vec<_> = all
         .as_array()

@@ -560,6 +560,9 @@ fn with_a_token_the_page_asks_for_it_once_and_sends_it_as_a_header() {
     }
     let (status, _) = daemon.request("GET", "/status", None);
     assert_eq!(status, 200, "with the token");
+    // `greeter` has no matcher: a message sent to the daemon is wanted by no plugin.
+    daemon.json("POST", "/messages", Some(r#"{"type":"nobody.wants.this"}"#));
+    assert_eq!(daemon.get("/status")["unmatched"], 1);
 
     runtime().block_on(async {
         let browser = Browser::on(&daemon, &driver, &chromium, 1000, 800).await;
@@ -587,6 +590,13 @@ fn with_a_token_the_page_asks_for_it_once_and_sends_it_as_a_header() {
         browser.click("#login-submit").await;
         browser
             .until("greeter running", &when_state("greeter", "running", ".name"))
+            .await;
+        // The daemon's figures include the message no plugin matched.
+        browser
+            .until(
+                "one unmatched message",
+                "return document.getElementById('d-unmatched').textContent === '1'",
+            )
             .await;
         assert_eq!(
             browser

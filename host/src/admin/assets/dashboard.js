@@ -291,7 +291,8 @@
     const intake = span > 0 ? (daemonHistory.received[n - 1] - daemonHistory.received[from]) / span : null;
     setText($('d-intake'), `${rate(intake)} msgs/s`);
     setText($('d-received'), counts.format(received));
-    setText($('d-unmatched'), status.output ? counts.format(status.output.lag.messages) : '–');
+    setText($('d-unmatched'), 'unmatched' in status ? counts.format(status.unmatched) : '–');
+    setText($('d-output-behind'), status.output ? counts.format(status.output.lag.messages) : '–');
     const log = $('d-log');
     log.parentElement.hidden = !status.log;
     if (status.log) setText(log, `${bytes(status.log.unread_bytes)} / ${bytes(status.log.max_bytes)}`);
