@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use corral::Sidecar;
+use corral_daemon::{DaemonSections, Settings};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -142,10 +143,13 @@ fn the_sidecar_references_example_is_a_valid_sidecar() {
         .expect("docs/sidecar.md has a toml example")
         + 8;
     let example = &text[start..start + text[start..].find("```").unwrap()];
-    let sidecar = Sidecar::parse(example).unwrap_or_else(|e| panic!("docs/sidecar.md's example: {e}"));
+    // The library's sections and the daemon's, as `corral run` reads a sidecar.
+    let sidecar = Sidecar::parse_with(example, Some(&DaemonSections))
+        .unwrap_or_else(|e| panic!("docs/sidecar.md's example: {e}"));
     assert_eq!(sidecar.preservation_version, 1);
-    assert_eq!(sidecar.ticker_interval, Some(Duration::from_secs(1)));
-    assert!(sidecar.matcher.is_some());
     assert!(sidecar.options.restart.is_some());
     assert_eq!(sidecar.options.dirs.len(), 1);
+    let settings = Settings::parse(example).unwrap_or_else(|e| panic!("docs/sidecar.md's example: {e}"));
+    assert_eq!(settings.ticker_interval, Some(Duration::from_secs(1)));
+    assert!(settings.matcher.is_some());
 }
