@@ -49,6 +49,7 @@ pub(crate) struct Admin {
     pub registry: Registry,
     pub pipeline: Arc<Pipeline>,
     pub watcher: Arc<Watcher>,
+    pub intake: Arc<crate::intake::Intake>,
     pub token: Option<Arc<str>>,
 }
 
@@ -191,6 +192,9 @@ fn status_json(admin: &Admin, status: &PluginStatus) -> Json {
             "skipped": reader.skipped.load(Ordering::Relaxed),
             "waiting": reader.waiting.load(Ordering::Relaxed),
         });
+    }
+    if let Some(input) = admin.intake.stats(&status.name) {
+        out["input"] = crate::intake::status_json(&input);
     }
     out
 }
@@ -628,6 +632,7 @@ fn prometheus(admin: &Admin) -> String {
             "# HELP corral_{name} {help}\n# TYPE corral_{name} gauge\ncorral_{name} {value}"
         );
     }
+    crate::intake::write_metrics(&admin.intake, &mut out, &label_value);
     out
 }
 

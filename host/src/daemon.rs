@@ -149,12 +149,19 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     registry.keep_saved_state();
     let pipeline = Pipeline::start(
         registry.clone(),
-        checkpoints,
+        checkpoints.clone(),
         &config.data_dir,
         output,
         config.pipeline.clone(),
     )
     .map_err(|e| fail(&e))?;
+    // Decoders' inputs, started after the first scan (see `intake`).
+    let intake = crate::intake::Intake::start(
+        registry.clone(),
+        pipeline.input().clone(),
+        checkpoints,
+        config.pipeline.checkpoint_interval,
+    );
     let watcher = Arc::new(
         registry
             .watch_with(&config.dir, config.watch.clone())
@@ -162,6 +169,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     );
     pipeline.release_absent();
     pipeline.start_workers();
+    intake.start_all();
     tracing::info!(dir = %watcher.dir().display(), plugins = registry.names().len(), "watching");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -174,6 +182,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         registry: registry.clone(),
         pipeline: pipeline.clone(),
         watcher: watcher.clone(),
+        intake: intake.clone(),
         token: config.token.as_deref().map(Arc::from),
     };
     runtime.block_on(async {
@@ -200,6 +209,8 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         Ok(watcher) => drop(watcher),
         Err(_) => tracing::warn!("the watcher is still in use; it stops at exit"),
     }
+    // Inputs first: what they decoded is appended before the log closes.
+    intake.shutdown();
     let (done, finished) = std::sync::mpsc::channel();
     let finishing = std::thread::Builder::new()
         .name("corral-shutdown".into())

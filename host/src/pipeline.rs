@@ -387,6 +387,10 @@ impl Pipeline {
         if self.stopped.load(Ordering::SeqCst) {
             return;
         }
+        // A decoder reads no log: it writes it, fed by its input (see `intake`).
+        if self.registry.get(name).is_some_and(|p| p.decodes()) {
+            return;
+        }
         let mut workers = lock(&self.workers);
         if workers.contains_key(name) {
             return;

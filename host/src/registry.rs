@@ -615,6 +615,11 @@ impl Registry {
             .map_or_else(Default::default, |e| e.sidecar.start_from)
     }
 
+    /// `name`'s input, from its sidecar (a decoder's `[input]`).
+    pub(crate) fn input(&self, name: &str) -> Option<crate::input::InputConfig> {
+        self.read().get(name).and_then(|e| e.sidecar.input.clone())
+    }
+
     /// `name`'s matcher (a plugin without one receives nothing).
     pub(crate) fn matcher(&self, name: &str) -> Option<crate::matcher::Matcher> {
         self.read().get(name).and_then(|e| e.sidecar.matcher.clone())

@@ -30,6 +30,10 @@
 //! guest = "/proc"            # where the plugin sees it (default: the host path)
 //! writable = false           # the default: read-only
 //!
+//! [input]                    # a decoder's input: see crate::InputConfig
+//! type = "tail"
+//! path = "/var/log/nginx/access.log"
+//!
 //! [restart]                  # restart after a termination (default: never)
 //! initial-backoff-ms = 1000  # the first wait
 //! factor = 2                 # each restart in a row waits this many times longer
@@ -73,6 +77,9 @@ pub struct Sidecar {
     /// Where the daemon's log is read from by a plugin new to the daemon (one without a
     /// checkpoint): `start-from = "end"` (the default) or `"earliest"`.
     pub start_from: StartFrom,
+    /// A decoder's input (`[input]`, see [`crate::InputConfig`]): what the daemon reads
+    /// and hands it. `None` for a filter.
+    pub input: Option<crate::input::InputConfig>,
 }
 
 /// Where a plugin new to the daemon starts reading its log.
@@ -97,6 +104,7 @@ struct File {
     permissions: Option<PermissionsFile>,
     matcher: Option<Matcher>,
     restart: Option<RestartFile>,
+    input: Option<crate::input::InputFile>,
 }
 
 #[derive(Deserialize)]
@@ -154,7 +162,7 @@ struct LimitsFile {
 }
 
 /// Bytes, as an integer or a string with a unit.
-struct Size(u64);
+pub(crate) struct Size(pub(crate) u64);
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
@@ -271,6 +279,7 @@ impl Sidecar {
             matcher: file.matcher,
             ticker_interval: file.ticker_interval_ms.map(|ms| Duration::from_millis(ms.get())),
             start_from: file.start_from.unwrap_or_default(),
+            input: file.input.map(crate::input::InputFile::config).transpose()?,
         })
     }
 
@@ -288,6 +297,13 @@ impl Sidecar {
         if let Some(base) = path.parent() {
             for grant in &mut sidecar.options.dirs {
                 grant.host = base.join(&grant.host);
+            }
+            if let Some(crate::input::InputConfig {
+                kind: crate::input::InputKind::Tail(tail),
+                ..
+            }) = &mut sidecar.input
+            {
+                tail.path = base.join(&tail.path);
             }
         }
         Ok(sidecar)
