@@ -183,7 +183,13 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-fn ns(year: i64, month: i64, day: i64, h: i64, m: i64, s: i64, frac_ns: i64, offset_s: i64) -> Option<i64> {
+/// A date and a time of day at a UTC offset, in nanoseconds since the Unix epoch.
+fn ns(
+    (year, month, day): (i64, i64, i64),
+    (h, m, s): (i64, i64, i64),
+    frac_ns: i64,
+    offset_s: i64,
+) -> Option<i64> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
         return None;
     }
@@ -227,7 +233,7 @@ fn time_local(text: &str) -> Option<i64> {
     let h = clock.next()?.parse().ok()?;
     let m = clock.next()?.parse().ok()?;
     let s = clock.next()?.parse().ok()?;
-    ns(year, mon, day, h, m, s, 0, offset(zone)?)
+    ns((year, mon, day), (h, m, s), 0, offset(zone)?)
 }
 
 /// `2000-10-10T13:55:36-07:00`, with optional fractions of a second.
@@ -258,7 +264,7 @@ pub(crate) fn iso8601(text: &str) -> Option<i64> {
         let n: i64 = digits.parse().ok()?;
         n * 10i64.pow(9 - digits.len() as u32)
     };
-    ns(year, mon, day, h, m, s, frac_ns, offset(zone)?)
+    ns((year, mon, day), (h, m, s), frac_ns, offset(zone)?)
 }
 
 #[cfg(test)]

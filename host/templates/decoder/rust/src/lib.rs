@@ -7,7 +7,7 @@
 // the decoder.
 wit_bindgen::generate!({ path: "wit", world: "decoder" });
 
-use corral::plugin::types::{BatchFailure, Decoded, Failure, Field, OutMessage, RawBatch, Value};
+use corral::plugin::types::{BatchFailure, Field, OutMessage, Value};
 
 struct Decoder;
 
