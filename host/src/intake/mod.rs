@@ -336,6 +336,10 @@ impl Intake {
         running.leave.store(!checkpoint, Ordering::SeqCst);
         running.stop.store(true, Ordering::SeqCst);
         let _ = running.thread.join();
+        if !checkpoint {
+            // Gone: what it wrote since its last checkpoint goes with the position.
+            self.store.discard(name);
+        }
         tracing::info!(plugin = name, "input stopped");
     }
 
