@@ -47,6 +47,8 @@ mod integrity;
 mod bad_files;
 // `corral run`, the daemon, end to end against the real binary.
 mod daemon;
+// Decoders and their inputs: tail across rotation, syslog sockets, kill -9, swaps.
+mod decoders;
 // The dashboard at `GET /`, in a real headless browser against the daemon.
 mod dashboard;
 // The daemon's durable log: bursts, backpressure, kill -9, corrupt tails, swaps.

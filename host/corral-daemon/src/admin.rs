@@ -48,6 +48,7 @@ pub(crate) struct Admin {
     pub registry: Registry,
     pub pipeline: Arc<Pipeline>,
     pub watcher: Arc<Watcher>,
+    pub intake: Arc<crate::intake::Intake>,
     pub token: Option<Arc<str>>,
 }
 
@@ -190,6 +191,9 @@ fn status_json(admin: &Admin, status: &PluginStatus) -> Json {
             "skipped": reader.skipped.load(Ordering::Relaxed),
             "waiting": reader.waiting.load(Ordering::Relaxed),
         });
+    }
+    if let Some(input) = admin.intake.stats(&status.name) {
+        out["input"] = crate::intake::status_json(&input);
     }
     out
 }
@@ -639,6 +643,7 @@ fn prometheus(admin: &Admin) -> String {
          # TYPE corral_unmatched_messages_total counter\ncorral_unmatched_messages_total {}",
         admin.pipeline.unmatched()
     );
+    crate::intake::write_metrics(&admin.intake, &mut out, &label_value);
     out
 }
 

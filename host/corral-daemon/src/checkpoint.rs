@@ -53,10 +53,37 @@ impl CheckpointStore {
         at: Checkpointed,
         state: Option<(u64, &[u8])>,
     ) -> Result<(), StoreError> {
+        self.commit(plugin, Some(at), None, state)
+    }
+
+    /// Commits the decoder `plugin`'s checkpoint: its input's position, its state if
+    /// given, and its store writes since the last checkpoint, in one durable
+    /// transaction (see `intake`).
+    ///
+    /// # Errors
+    ///
+    /// The database's error.
+    pub(crate) fn checkpoint_input(
+        &self,
+        plugin: &str,
+        input: &[u8],
+        state: Option<(u64, &[u8])>,
+    ) -> Result<(), StoreError> {
+        self.commit(plugin, None, Some(input), state)
+    }
+
+    fn commit(
+        &self,
+        plugin: &str,
+        at: Option<Checkpointed>,
+        input: Option<&[u8]>,
+        state: Option<(u64, &[u8])>,
+    ) -> Result<(), StoreError> {
         let taken = lock(&self.pending).remove(plugin).unwrap_or_default();
         let result = self.db.commit_checkpoint(&CheckpointWrite {
             plugin,
             at,
+            input,
             state,
             writes: &taken.writes,
         });

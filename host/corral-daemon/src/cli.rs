@@ -39,6 +39,9 @@ enum Command {
         /// The language to write it in.
         #[arg(long, value_enum, default_value_t = crate::new::Lang::Rust)]
         lang: crate::new::Lang,
+        /// What to write: a filter, or a decoder fed by an input.
+        #[arg(long, value_enum, default_value_t = crate::new::Kind::Filter)]
+        kind: crate::new::Kind,
         /// Where to create NAME/.
         #[arg(long, value_name = "DIR", default_value = ".")]
         dir: PathBuf,
@@ -276,8 +279,13 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { file, cache } => check(file, &cache),
         Command::Call(args) => call(args),
-        Command::New { name, lang, dir } => {
-            let (project, files) = crate::new::create(&name, lang, &dir)?;
+        Command::New {
+            name,
+            lang,
+            kind,
+            dir,
+        } => {
+            let (project, files) = crate::new::create(&name, lang, kind, &dir)?;
             for file in files {
                 println!("{}", file.display());
             }

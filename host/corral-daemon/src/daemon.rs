@@ -165,13 +165,22 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     registry.restore_saved_state_from(Arc::new(CheckpointState(store.clone())));
     let pipeline = Pipeline::start(
         registry.clone(),
-        checkpoints,
+        checkpoints.clone(),
         &config.data_dir,
         output,
         config.pipeline.clone(),
     )
     .map_err(|e| fail(&e))?;
-    // The daemon's own sidecar keys (matcher, ticker, start) are welcome and checked.
+    // Decoders' inputs, started after the first scan (see `intake`).
+    let intake = crate::intake::Intake::start(
+        registry.clone(),
+        pipeline.routes().clone(),
+        &config.dir,
+        pipeline.input().clone(),
+        checkpoints,
+        config.pipeline.checkpoint_interval,
+    );
+    // The daemon's own sidecar keys (matcher, ticker, start, input) are welcome and checked.
     let watch = WatchOptions {
         sections: Some(Arc::new(DaemonSections)),
         ..config.watch.clone()
@@ -179,6 +188,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let watcher = Arc::new(registry.watch_with(&config.dir, watch).map_err(|e| fail(&e))?);
     pipeline.release_absent();
     pipeline.start_workers();
+    intake.start_all();
     tracing::info!(dir = %watcher.dir().display(), plugins = registry.names().len(), "watching");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -191,6 +201,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         registry: registry.clone(),
         pipeline: pipeline.clone(),
         watcher: watcher.clone(),
+        intake: intake.clone(),
         token: config.token.as_deref().map(Arc::from),
     };
     runtime.block_on(async {
@@ -217,6 +228,8 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         Ok(watcher) => drop(watcher),
         Err(_) => tracing::warn!("the watcher is still in use; it stops at exit"),
     }
+    // Inputs first: what they decoded is appended before the log closes.
+    intake.shutdown();
     let (done, finished) = std::sync::mpsc::channel();
     let finishing = std::thread::Builder::new()
         .name("corral-shutdown".into())

@@ -26,6 +26,8 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod admin;
 mod checkpoint;
 mod daemon;
+mod input;
+mod intake;
 mod log;
 mod matcher;
 mod persist;
@@ -33,6 +35,7 @@ mod pipeline;
 mod settings;
 
 pub use daemon::{DaemonConfig, DaemonError, OutputTarget, run};
+pub use input::{DEFAULT_MAX_LINE, InputConfig, InputKind, StartAt, TailConfig};
 pub use log::{LogOptions, Position};
 pub use matcher::{FieldCondition, Matcher, Names};
 pub use persist::{FLUSH_INTERVAL, OpenError, RedbStore};

@@ -25,6 +25,25 @@ pub enum Lang {
     Js,
 }
 
+/// What a new plugin is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// A filter: messages in, messages out (the `filter` world).
+    Filter,
+    /// A decoder: raw records from an input (a tailed file, a syslog socket) in,
+    /// messages out (the `decoder` world).
+    Decoder,
+}
+
+/// The source file a decoder's project has in place of a filter's.
+fn decoder_source(lang: Lang) -> (&'static str, &'static str) {
+    match lang {
+        Lang::Rust => ("src/lib.rs", include_str!("../templates/decoder/rust/src/lib.rs")),
+        Lang::Python => ("app.py", include_str!("../templates/decoder/python/app.py")),
+        Lang::Js => ("plugin.js", include_str!("../templates/decoder/js/plugin.js")),
+    }
+}
+
 /// The files of each language's project: path, then contents with `{{name}}` (the
 /// plugin's name) and `{{file}}` (the name as cargo spells its output file) to fill in.
 fn templates(lang: Lang) -> &'static [(&'static str, &'static str)] {
@@ -59,7 +78,7 @@ fn templates(lang: Lang) -> &'static [(&'static str, &'static str)] {
 
 /// Writes the project for plugin `name` in `lang` into `parent/name`, and returns that
 /// directory and the files written.
-pub fn create(name: &str, lang: Lang, parent: &Path) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+pub fn create(name: &str, lang: Lang, kind: Kind, parent: &Path) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     check_name(name)?;
     let dir = parent.join(name);
     if dir.exists() && fs::read_dir(&dir).map_or(true, |mut d| d.next().is_some()) {
@@ -72,12 +91,27 @@ pub fn create(name: &str, lang: Lang, parent: &Path) -> anyhow::Result<(PathBuf,
         text.replace("{{name}}", name)
             .replace("{{file}}", &name.replace('-', "_"))
     };
+    let (source, decoder) = decoder_source(lang);
     let mut files: Vec<(PathBuf, String)> = templates(lang)
         .iter()
-        .map(|(path, text)| (PathBuf::from(path), fill(text)))
+        .map(|(path, text)| {
+            let text = match kind {
+                Kind::Decoder if *path == source => fill(decoder),
+                // The build commands name the world.
+                Kind::Decoder => fill(text)
+                    .replace("--world filter", "--world decoder")
+                    .replace("--world-name filter", "--world-name decoder"),
+                Kind::Filter => fill(text),
+            };
+            (PathBuf::from(path), text)
+        })
         .collect();
     files.push((PathBuf::from("wit/plugin.wit"), WIT.to_owned()));
-    files.push((PathBuf::from(format!("{name}.toml")), sidecar(name, lang)));
+    let mut sidecar = sidecar(name, lang);
+    if kind == Kind::Decoder {
+        sidecar = sidecar.replace(FILTER_MATCHER, &decoder_input(name));
+    }
+    files.push((PathBuf::from(format!("{name}.toml")), sidecar));
 
     let mut written = Vec::new();
     for (path, text) in files {
@@ -105,6 +139,31 @@ fn check_name(name: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The filter's `[matcher]` in the sidecar, which a decoder's has an `[input]` for.
+const FILTER_MATCHER: &str = r#"# Which messages reach the plugin; without a [matcher], none do (as in Heka).
+[matcher]
+all = true
+# type = ["nginx.access", "apache.*"]   # one name or a list; `prefix*` matches a prefix
+# logger = "web-*"
+# max-severity = 4                      # warning or worse
+"#;
+
+/// A decoder's `[input]`, its settings commented at their defaults.
+fn decoder_input(name: &str) -> String {
+    format!(
+        r#"# What the daemon reads and hands the decoder (docs/decoders.md). What it decodes
+# is appended to the daemon's log, where filters read it with their matchers.
+[input]
+type = "tail"                       # or "udp" / "tcp", with address = "127.0.0.1:5514"
+path = "/var/log/{name}.log"        # a file, or a glob in the file name
+# start-at = "end"                  # or "beginning": where a file new to the input starts
+# max-line = "64KiB"                # a longer record is cut to it and counted
+# rotated-grace-ms = 5000           # how long a rotated file is still read
+# poll-ms = 100                     # how often the files are looked at
+"#
+    )
 }
 
 /// The sidecar: every setting, commented out at its default.

@@ -38,6 +38,11 @@ const CHECKPOINTS: TableDefinition<&str, Checkpointed> = TableDefinition::new("c
 /// messages, by timer events and reports).
 pub(crate) type Checkpointed = (u64, u64, u64, u64);
 
+/// Each decoder's input position (see `intake`): decoder name → the position, encoded
+/// by the input. Committed with the decoder's state and store writes, never with a log
+/// position: a decoder writes the log, it does not read it.
+const INPUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("inputs");
+
 /// The output's name among the checkpoints: no plugin can be called this (a plugin's
 /// name has no space).
 pub(crate) const OUTPUT_READER: &str = "corral output";
@@ -46,8 +51,10 @@ pub(crate) const OUTPUT_READER: &str = "corral output";
 pub(crate) struct CheckpointWrite<'a> {
     /// The plugin.
     pub plugin: &'a str,
-    /// Its log position and emit counters.
-    pub at: Checkpointed,
+    /// Its log position and emit counters; `None` for a decoder, which reads no log.
+    pub at: Option<Checkpointed>,
+    /// A decoder's input position, encoded by its input.
+    pub input: Option<&'a [u8]>,
     /// Its saved state, with its preservation version; `None` leaves the saved state as
     /// it was.
     pub state: Option<(u64, &'a [u8])>,
@@ -99,6 +106,7 @@ impl RedbStore {
         txn.open_table(KV).map_err(|e| fail(&e))?;
         txn.open_table(STATE).map_err(|e| fail(&e))?;
         txn.open_table(CHECKPOINTS).map_err(|e| fail(&e))?;
+        txn.open_table(INPUTS).map_err(|e| fail(&e))?;
         txn.commit().map_err(|e| fail(&e))?;
         let store = RedbStore {
             db: Arc::new(db),
@@ -207,10 +215,18 @@ impl RedbStore {
                     .insert(checkpoint.plugin, (version, data))
                     .map_err(other)?;
             }
-            txn.open_table(CHECKPOINTS)
-                .map_err(other)?
-                .insert(checkpoint.plugin, checkpoint.at)
-                .map_err(other)?;
+            if let Some(at) = checkpoint.at {
+                txn.open_table(CHECKPOINTS)
+                    .map_err(other)?
+                    .insert(checkpoint.plugin, at)
+                    .map_err(other)?;
+            }
+            if let Some(input) = checkpoint.input {
+                txn.open_table(INPUTS)
+                    .map_err(other)?
+                    .insert(checkpoint.plugin, input)
+                    .map_err(other)?;
+            }
         }
         txn.commit().map_err(other)?;
         self.adjust(checkpoint.plugin, delta);
@@ -231,6 +247,17 @@ impl RedbStore {
             all.insert(k.value().to_owned(), v.value());
         }
         Ok(all)
+    }
+
+    /// The input position last committed for the decoder `plugin`.
+    ///
+    /// # Errors
+    ///
+    /// The database's error.
+    pub(crate) fn input_position(&self, plugin: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(other)?;
+        let table = txn.open_table(INPUTS).map_err(other)?;
+        Ok(table.get(plugin).map_err(other)?.map(|v| v.value().to_vec()))
     }
 
     /// Commits the output's position durably.

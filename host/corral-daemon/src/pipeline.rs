@@ -294,7 +294,12 @@ impl Pipeline {
         Ok(pipeline)
     }
 
-    /// The input log, for intake.
+    /// The daemon's per-plugin settings (matcher, ticker, input), beside the registry.
+    pub fn routes(&self) -> &Arc<Routes> {
+        &self.routes
+    }
+
+    /// The log intake appends to.
     pub fn input(&self) -> &Log {
         &self.input
     }
@@ -411,6 +416,10 @@ impl Pipeline {
 
     fn start_worker(&self, name: &str) {
         if self.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        // A decoder reads no log: it writes it, fed by its input (see `intake`).
+        if self.registry.get(name).is_some_and(|p| p.decodes()) {
             return;
         }
         let mut workers = lock(&self.workers);

@@ -1,6 +1,7 @@
 //! The daemon's own per-plugin settings, beside the library's registry: which messages
 //! reach a plugin (`[matcher]`), how often its timer runs (`ticker-interval-ms`) and
-//! where a plugin new to the daemon starts reading the log (`start-from`).
+//! where a plugin new to the daemon starts reading the log (`start-from`), and a
+//! decoder's input (`[input]`).
 //!
 //! They are sidecar keys the library does not read. The watcher is told of them
 //! ([`DaemonSections`], a [`SidecarSections`]), so they are welcome in a sidecar, checked
@@ -17,6 +18,7 @@ use std::time::Duration;
 use corral::{Message, Registry, Sidecar, SidecarSections};
 use serde::Deserialize;
 
+use crate::input::{InputConfig, InputFile};
 use crate::matcher::Matcher;
 
 /// A plugin's settings for the daemon, from its sidecar.
@@ -30,6 +32,9 @@ pub struct Settings {
     /// Where the daemon's log is read from by a plugin new to the daemon (one without a
     /// checkpoint): `start-from = "end"` (the default) or `"earliest"`.
     pub start_from: StartFrom,
+    /// A decoder's input (`[input]`, see [`InputConfig`]): what the daemon reads and
+    /// hands it. `None` for a filter.
+    pub input: Option<InputConfig>,
 }
 
 /// Where a plugin new to the daemon starts reading its log.
@@ -50,18 +55,19 @@ struct File {
     ticker_interval_ms: Option<NonZeroU64>,
     start_from: Option<StartFrom>,
     matcher: Option<Matcher>,
-    /// The library's keys (checked by the library).
-    #[serde(flatten)]
-    _library: toml::Table,
+    input: Option<InputFile>,
+    // The library's keys are checked by the library, and ignored here: not collected
+    // (a `toml::Table` cannot hold a u64 above i64::MAX, such as `fuel = u64::MAX`).
 }
 
 impl File {
-    fn settings(self) -> Settings {
-        Settings {
+    fn settings(self) -> Result<Settings, String> {
+        Ok(Settings {
             matcher: self.matcher,
             ticker_interval: self.ticker_interval_ms.map(|ms| Duration::from_millis(ms.get())),
             start_from: self.start_from.unwrap_or_default(),
-        }
+            input: self.input.map(InputFile::config).transpose()?,
+        })
     }
 }
 
@@ -73,15 +79,19 @@ impl Settings {
     /// The reason, with the line and key, when the daemon's keys are not valid.
     pub fn parse(text: &str) -> Result<Settings, String> {
         toml::from_str::<File>(text)
-            .map(File::settings)
-            .map_err(|e| e.to_string().trim_end().to_owned())
+            .map_err(|e| e.to_string().trim_end().to_owned())?
+            .settings()
     }
 
     /// The daemon's settings in a parsed sidecar (checked when it was read, through
     /// [`DaemonSections`]).
     pub fn of(sidecar: &Sidecar) -> Settings {
-        match toml::Value::Table(sidecar.extra.clone()).try_into::<File>() {
-            Ok(file) => file.settings(),
+        match toml::Value::Table(sidecar.extra.clone())
+            .try_into::<File>()
+            .map_err(|e| e.to_string())
+            .and_then(File::settings)
+        {
+            Ok(settings) => settings,
             Err(e) => {
                 // Not read through DaemonSections (an embedder's install, say).
                 tracing::warn!("the sidecar's daemon settings are not valid, ignored: {e}");
@@ -97,7 +107,7 @@ pub struct DaemonSections;
 
 impl SidecarSections for DaemonSections {
     fn keys(&self) -> &[&str] {
-        &["matcher", "ticker-interval-ms", "start-from"]
+        &["matcher", "ticker-interval-ms", "start-from", "input"]
     }
 
     fn check(&self, text: &str) -> Result<(), String> {
@@ -180,14 +190,14 @@ mod tests {
 
     #[test]
     fn the_daemons_keys_are_read_and_checked_with_their_line() {
-        let text = "ticker-interval-ms = 1500\nstart-from = \"earliest\"\n[limits]\nfuel = 5\n[matcher]\ntype = \"nginx.*\"\n";
+        let text = "ticker-interval-ms = 1500\nstart-from = \"earliest\"\n[limits]\nfuel = 18446744073709551615\n[matcher]\ntype = \"nginx.*\"\n";
         let settings = Settings::parse(text).unwrap();
         assert_eq!(settings.ticker_interval, Some(Duration::from_millis(1500)));
         assert_eq!(settings.start_from, StartFrom::Earliest);
         assert!(settings.matcher.is_some());
         let sidecar = Sidecar::parse_with(text, Some(&DaemonSections)).unwrap();
         assert_eq!(Settings::of(&sidecar), settings);
-        assert_eq!(sidecar.options.limits.fuel, 5);
+        assert_eq!(sidecar.options.limits.fuel, u64::MAX);
 
         let error = Sidecar::parse_with(
             "[limits]\nfuel = 1\n[matcher]\ntpye = \"x\"\n",

@@ -50,6 +50,7 @@ mod cache;
 mod compile;
 mod current;
 mod deadline;
+mod decoder;
 mod embedder;
 mod engine;
 mod error;
@@ -80,6 +81,7 @@ struct EmbeddingGuide;
 struct HostFunctionsGuide;
 
 pub use compile::{CompileLimit, CompileLimits, CompileWorker, ComponentCost, compile_worker_main};
+pub use decoder::RawRecord;
 pub use embedder::{HostCtx, HostGetter, HostLinker};
 pub use error::{CallError, LoadError, Mismatch, Violation, WORLD};
 pub use host::{CompileStats, Host, HostBuilder, HostError, content_version, validate_name};

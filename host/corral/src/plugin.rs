@@ -53,7 +53,7 @@ use crate::sandbox::{Entries, Sandbox, SandboxSpec, SandboxState, StartError};
 use crate::stats::Stats;
 use crate::tier::{Code, Tier, Upgrade};
 use crate::world::WorldReport;
-use crate::world::bindings::corral::plugin::types::{Batch, Failure};
+use crate::world::bindings::corral::plugin::types::{Batch, Failure, RawBatch};
 
 /// What a plugin is configured with when it is loaded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -144,6 +144,7 @@ pub struct Plugin {
     spec: SandboxSpec,
     stateful: bool,
     batches: bool,
+    decodes: bool,
     version: String,
     report: WorldReport,
     restart: Option<RestartPolicy>,
@@ -169,6 +170,8 @@ struct Cell {
     upgrade: Option<Arc<Upgrade>>,
     /// The buffers of the next batch, refilled for each `batch-filter` call.
     batch: Arc<Batch>,
+    /// The same for a `decoder`'s raw records.
+    raw: Arc<RawBatch>,
     state: PluginState,
     consecutive_failures: u32,
     /// `process-message` calls made, to time one in [`crate::stats::TIMING_SAMPLE`].
@@ -189,9 +192,11 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
-enum Entry<'a> {
+pub(crate) enum Entry<'a> {
     /// One or more messages: one for a `filter` plugin.
     Messages(&'a dyn Messages),
+    /// One or more raw records, for a `decoder`.
+    Records(&'a [crate::decoder::RawRecord<'a>]),
     Timer(i64),
     /// An export called by name: the first step finds it (an `Err` is the caller's
     /// mistake, nothing ran), the second calls it.
@@ -220,9 +225,9 @@ struct Instance {
 }
 
 /// A call that ran: its outcome, and the messages of a batch that failed in it.
-struct Done {
-    outcome: CallOutcome,
-    failed: Vec<(usize, CallError)>,
+pub(crate) struct Done {
+    pub(crate) outcome: CallOutcome,
+    pub(crate) failed: Vec<(usize, CallError)>,
 }
 
 /// What the host observed about one call, whatever its result.
@@ -261,6 +266,7 @@ impl Plugin {
         Ok(Plugin {
             stateful: sandbox.state.is_some(),
             batches: code.exports.batches(),
+            decodes: code.exports.decodes(),
             stats: Mutex::new(Stats {
                 instances: 1,
                 memory_bytes: memory,
@@ -276,6 +282,7 @@ impl Plugin {
                 code,
                 upgrade,
                 batch: Arc::new(crate::batch::empty()),
+                raw: Arc::new(crate::decoder::empty()),
                 state: PluginState::Running,
                 consecutive_failures: 0,
                 message_calls: 0,
@@ -433,6 +440,12 @@ impl Plugin {
         self.batches
     }
 
+    /// Whether it is a decoder (the `decoder` world): it takes raw records through
+    /// [`Plugin::decode`], not messages.
+    pub fn decodes(&self) -> bool {
+        self.decodes
+    }
+
     /// Calls the guest's `timer-event` with the time in nanoseconds since the Unix epoch.
     ///
     /// # Errors
@@ -452,7 +465,24 @@ impl Plugin {
         self.call(Entry::Export(call)).map(|done| done.outcome)
     }
 
-    fn call(&self, entry: Entry<'_>) -> Result<Done, CallError> {
+    pub(crate) fn call(&self, entry: Entry<'_>) -> Result<Done, CallError> {
+        let wrong_world = |export: &str, reason: &str| CallError::Export {
+            plugin: self.name().to_owned(),
+            export: export.to_owned(),
+            reason: reason.to_owned(),
+        };
+        match (&entry, self.decodes) {
+            (Entry::Messages(_), true) => {
+                return Err(wrong_world(
+                    "process-message",
+                    "it is a decoder: it takes raw records (`decode`), not messages",
+                ));
+            }
+            (Entry::Records(_), false) => {
+                return Err(wrong_world("decode", "it is not a decoder: it takes messages"));
+            }
+            _ => {}
+        }
         let mut cell = lock(&self.cell);
         if cell.retired {
             return Err(CallError::Unloaded {
@@ -470,6 +500,7 @@ impl Plugin {
         }
         let messages = match entry {
             Entry::Messages(messages) => messages.len() as u64,
+            Entry::Records(records) => records.len() as u64,
             Entry::Timer(_) | Entry::Export(_) => 0,
         };
         let is_export = matches!(entry, Entry::Export(_));
@@ -773,7 +804,9 @@ impl Plugin {
             plugin: plugin(),
             reason,
         };
-        let Cell { sandbox, batch, .. } = cell;
+        let Cell {
+            sandbox, batch, raw, ..
+        } = cell;
         let instance = sandbox.as_mut().expect("instantiated above");
         instance.called = true;
         let Sandbox {
@@ -784,6 +817,7 @@ impl Plugin {
         } = &mut instance.sandbox;
         let messages = match entry {
             Entry::Messages(messages) => messages.len(),
+            Entry::Records(records) => records.len(),
             Entry::Timer(_) | Entry::Export(_) => 1,
         };
         let scale = u32::try_from(messages).unwrap_or(u32::MAX);
@@ -839,6 +873,42 @@ impl Plugin {
                 process
                     .call(&mut *store, (batch.clone(),))
                     .map(|(failures,)| failures.into_iter().map(|f| (f.index, f.failure)).collect())
+            }
+            (Entry::Records(records), Entries::Decoder { decode, .. }) => {
+                let Some(buffers) = Arc::get_mut(raw) else {
+                    unreachable!("a raw batch is shared only during its call")
+                };
+                if crate::decoder::fill(buffers, records).is_err() {
+                    self.spec.output.end();
+                    let error = host_error(format!(
+                        "{} records do not fit one batch (over 4 GiB of text)",
+                        records.len()
+                    ));
+                    return (Err(error), facts);
+                }
+                decode.call(&mut *store, (raw.clone(),)).and_then(|(decoded,)| {
+                    // The messages returned are taken as if emitted, one by one: the
+                    // same checks, the same caps, the same order.
+                    use crate::world::bindings::corral::plugin::emit::Host as _;
+                    for message in decoded.messages {
+                        store.data_mut().emit(message)?;
+                    }
+                    Ok(decoded
+                        .failures
+                        .into_iter()
+                        .map(|f| (f.index, f.failure))
+                        .collect())
+                })
+            }
+            (Entry::Records(_), _) | (Entry::Messages(_), Entries::Decoder { .. }) => {
+                self.spec.output.end();
+                return (
+                    Err(host_error("the call does not fit the plugin's world".to_owned())),
+                    facts,
+                );
+            }
+            (Entry::Timer(now_ns), Entries::Decoder { timer, .. }) => {
+                single(timer.call(&mut *store, (now_ns,)).map(|(r,)| r))
             }
             (Entry::Timer(now_ns), Entries::Filter(filter)) => {
                 single(filter.call_timer_event(&mut *store, now_ns))

@@ -27,7 +27,7 @@ use crate::output::{LogSource, Output};
 use crate::plugin::DirGrant;
 use crate::store::KvStore;
 use crate::tier::Code;
-use crate::world::bindings::corral::plugin::types::{Batch, BatchFailure, Failure};
+use crate::world::bindings::corral::plugin::types::{Batch, BatchFailure, Decoded, Failure, RawBatch};
 use crate::world::{self, Filter, FilterIndices};
 
 /// Bytes counted for one table element against the memory cap.
@@ -130,6 +130,8 @@ pub(crate) struct StateFuncs {
 /// `batch-filter`'s entry point: the batch is shared, not moved, so that its buffers
 /// are refilled for the next call instead of allocated again.
 pub(crate) type ProcessBatch = TypedFunc<(Arc<Batch>,), (Vec<BatchFailure>,)>;
+/// `decoder`'s entry point, its raw batch shared for the same reason.
+pub(crate) type Decode = TypedFunc<(Arc<RawBatch>,), (Decoded,)>;
 type TimerEvent = TypedFunc<(i64,), (Result<(), Failure>,)>;
 
 /// An instance's entry points, by world.
@@ -141,6 +143,8 @@ pub(crate) enum Entries {
         process: ProcessBatch,
         timer: TimerEvent,
     },
+    /// `decoder`: raw records in, messages out, laid out in a [`RawBatch`].
+    Decoder { decode: Decode, timer: TimerEvent },
 }
 
 /// A live instance and its store.
@@ -166,6 +170,10 @@ enum WorldExports {
         process: ComponentExportIndex,
         timer: ComponentExportIndex,
     },
+    Decoder {
+        decode: ComponentExportIndex,
+        timer: ComponentExportIndex,
+    },
 }
 
 impl Exports {
@@ -188,12 +196,19 @@ impl Exports {
                 Some((func("save")?, func("restore")?))
             }
         };
-        let world = match component.get_export_index(None, world::PROCESS_BATCH) {
-            Some(process) => WorldExports::Batch {
+        let world = match (
+            component.get_export_index(None, world::DECODE),
+            component.get_export_index(None, world::PROCESS_BATCH),
+        ) {
+            (Some(decode), _) => WorldExports::Decoder {
+                decode,
+                timer: export(None, world::TIMER_EVENT)?,
+            },
+            (None, Some(process)) => WorldExports::Batch {
                 process,
                 timer: export(None, world::TIMER_EVENT)?,
             },
-            None => WorldExports::Filter(FilterIndices::new(pre)?),
+            (None, None) => WorldExports::Filter(FilterIndices::new(pre)?),
         };
         Ok(Exports { world, state })
     }
@@ -201,6 +216,11 @@ impl Exports {
     /// Whether the plugin takes messages in batches (the `batch-filter` world).
     pub fn batches(&self) -> bool {
         matches!(self.world, WorldExports::Batch { .. })
+    }
+
+    /// Whether the plugin is a decoder (the `decoder` world).
+    pub fn decodes(&self) -> bool {
+        matches!(self.world, WorldExports::Decoder { .. })
     }
 }
 
@@ -324,6 +344,10 @@ impl SandboxSpec {
             WorldExports::Filter(indices) => Entries::Filter(indices.load(&mut store, &instance)?),
             WorldExports::Batch { process, timer } => Entries::Batch {
                 process: instance.get_typed_func(&mut store, process)?,
+                timer: instance.get_typed_func(&mut store, timer)?,
+            },
+            WorldExports::Decoder { decode, timer } => Entries::Decoder {
+                decode: instance.get_typed_func(&mut store, decode)?,
                 timer: instance.get_typed_func(&mut store, timer)?,
             },
         };

@@ -162,7 +162,7 @@ struct LimitsFile {
 }
 
 /// Bytes, as an integer or a string with a unit.
-struct Size(u64);
+pub(crate) struct Size(pub(crate) u64);
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Size, D::Error> {

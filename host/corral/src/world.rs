@@ -36,6 +36,8 @@ pub const WASI_VERSION: &str = "0.2.12";
 /// exports one of them (the batch one wins if it exports both).
 pub(crate) const PROCESS_MESSAGE: &str = "process-message";
 pub(crate) const PROCESS_BATCH: &str = "process-batch";
+/// The entry point of the `decoder` world.
+pub(crate) const DECODE: &str = "decode";
 /// The entry point every world has.
 pub(crate) const TIMER_EVENT: &str = "timer-event";
 const CORRAL_INTERFACES: [&str; 5] = ["types", "log", "config", "store", "emit"];
@@ -67,13 +69,16 @@ pub(crate) fn link(
     // A world's `use` shows up as a type import of the used name (`message`); those are
     // type-checked by the linker below. Interfaces and functions are judged by name.
     let is_type = |item: &ComponentItem| matches!(item, ComponentItem::Type(_) | ComponentItem::Resource(_));
-    let batches = ty.get_export(engine, PROCESS_BATCH).is_some();
+    let decodes = ty.get_export(engine, DECODE).is_some();
+    let batches = !decodes && ty.get_export(engine, PROCESS_BATCH).is_some();
     let stateful = ty.get_export(engine, crate::sandbox::STATE_INTERFACE).is_some();
-    let world = match (batches, stateful) {
-        (false, false) => "filter",
-        (false, true) => "stateful-filter",
-        (true, false) => "batch-filter",
-        (true, true) => "stateful-batch-filter",
+    let world = match (decodes, batches, stateful) {
+        (true, _, false) => "decoder",
+        (true, _, true) => "stateful-decoder",
+        (false, false, false) => "filter",
+        (false, false, true) => "stateful-filter",
+        (false, true, false) => "batch-filter",
+        (false, true, true) => "stateful-batch-filter",
     };
     let report = WorldReport {
         world: format!("corral:plugin/{world}@{PLUGIN_PACKAGE_VERSION}"),
@@ -97,7 +102,13 @@ pub(crate) fn link(
         .collect();
     // A plugin without either entry point is told about `process-message`, the entry of
     // the world every language can target.
-    let entry = if batches { PROCESS_BATCH } else { PROCESS_MESSAGE };
+    let entry = if decodes {
+        DECODE
+    } else if batches {
+        PROCESS_BATCH
+    } else {
+        PROCESS_MESSAGE
+    };
     for name in [entry, TIMER_EVENT] {
         let expected = expected_type(name);
         match ty.get_export(engine, name).map(|e| e.ty) {
@@ -139,6 +150,7 @@ fn expected_type(entry: &str) -> &'static str {
     match entry {
         PROCESS_MESSAGE => "func(message: borrow<message>) -> result<_, failure>",
         PROCESS_BATCH => "func(batch: batch) -> list<batch-failure>",
+        DECODE => "func(records: raw-batch) -> decoded",
         _ => "func(now-ns: s64) -> result<_, failure>",
     }
 }
@@ -154,6 +166,7 @@ fn fits(entry: &str, func: &wasmtime::component::types::ComponentFunc) -> bool {
     match (entry, &params[..], &results[..]) {
         (PROCESS_MESSAGE, [Type::Borrow(_)], [result]) => failure_result(result),
         (PROCESS_BATCH, [Type::Record(_)], [Type::List(list)]) => matches!(list.ty(), Type::Record(_)),
+        (DECODE, [Type::Record(_)], [Type::Record(_)]) => true,
         (TIMER_EVENT, [Type::S64], [result]) => failure_result(result),
         _ => false,
     }
