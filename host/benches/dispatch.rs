@@ -924,11 +924,14 @@ fn main() {
             }
         };
     }
-    way!("(a) native Rust", Native {
-        messages: messages.clone(),
-        totals: Totals::default(),
-        last: None,
-    });
+    way!(
+        "(a) native Rust",
+        Native {
+            messages: messages.clone(),
+            totals: Totals::default(),
+            last: None,
+        }
+    );
     for (label, interrupt) in [
         ("(b) bare wasmtime", Interrupt::None),
         ("(b+fuel) bare, fuel on", Interrupt::Fuel),
@@ -936,15 +939,27 @@ fn main() {
     ] {
         way!(label, Bare::new(label, interrupt, &wasm, messages.clone()));
     }
-    way!("(b0)", Empty(Bare::new("", Interrupt::None, &wasm, messages.clone())));
+    way!(
+        "(b0)",
+        Empty(Bare::new("", Interrupt::None, &wasm, messages.clone()))
+    );
     let corral = |label, wasm: &[u8]| Corral::new(label, Host::new().unwrap(), wasm, messages.clone());
-    way!("(c) Corral, filter world", corral("(c) Corral, filter world", &wasm));
-    way!("(c1) Corral, batch of 1", corral("(c1) Corral, batch of 1", &batch_wasm));
-    way!("(c64) Corral, batch of 64", Batched {
-        corral: corral("(c64) Corral, batch of 64", &batch_wasm),
-        size: 64,
-        pending: Vec::new(),
-    });
+    way!(
+        "(c) Corral, filter world",
+        corral("(c) Corral, filter world", &wasm)
+    );
+    way!(
+        "(c1) Corral, batch of 1",
+        corral("(c1) Corral, batch of 1", &batch_wasm)
+    );
+    way!(
+        "(c64) Corral, batch of 64",
+        Batched {
+            corral: corral("(c64) Corral, batch of 64", &batch_wasm),
+            size: 64,
+            pending: Vec::new(),
+        }
+    );
     // The filter on baseline code: called at once, before Cranelift's code is ready, it
     // keeps its Winch instance (it holds the running totals).
     way!("(c-base) Corral, baseline code", {
@@ -970,7 +985,10 @@ fn main() {
         BareAdd { store, add }
     });
     way!("(c-export)", CorralAdd(corral("", &custom_wasm)));
-    way!("(d) Lua, Heka-style", Lua::new("(d) Lua, Heka-style", false, messages.clone()));
+    way!(
+        "(d) Lua, Heka-style",
+        Lua::new("(d) Lua, Heka-style", false, messages.clone())
+    );
     way!(
         "(d-fast) Lua, resolved names",
         Lua::new("(d-fast) Lua, resolved names", true, messages.clone())
@@ -1048,9 +1066,7 @@ fn main() {
     let (b_export, c_export) = (by("(b-export)"), by("(c-export)"));
     // Every Corral row against the faster of the two Lua rows (issue 17).
     let lua = d.min(d_fast);
-    println!(
-        "Lua: Heka-style {d:.0} ns, resolved names {d_fast:.0} ns; against the faster ({lua:.0} ns):"
-    );
+    println!("Lua: Heka-style {d:.0} ns, resolved names {d_fast:.0} ns; against the faster ({lua:.0} ns):");
     let goal = |name: &str, ratio: f64, goal: f64| {
         let met = if ratio <= goal { "met" } else { "NOT met" };
         println!("  {name:<48} {ratio:>5.2}   goal <= {goal:.2}  {met}");
