@@ -407,7 +407,7 @@ fn a_hostile_plugin_is_terminated_and_reported_while_the_others_answer() {
     dirs.sidecar("fails.toml", "ticker-interval-ms = 20\n")
         .sidecar("hello.toml", "[matcher]\ntype = \"login\"\n");
     let mut daemon = dirs.start(&[]);
-    let report = daemon.output("a termination report", of_type(corral::TERMINATED_TYPE));
+    let report = daemon.output("a termination report", of_type(corral_daemon::TERMINATED_TYPE));
     assert_eq!(field(&report, "plugin"), &Value::String("fails".into()));
     assert_eq!(
         report.payload,

@@ -216,7 +216,7 @@ fn int(message: &Message, name: &str) -> i64 {
 }
 
 fn id(message: &Message) -> String {
-    match message.field(corral::ID_FIELD) {
+    match message.field(corral_daemon::ID_FIELD) {
         Some(Value::String(id)) => id.clone(),
         other => panic!("no id on {message:?}: {other:?}"),
     }
@@ -597,7 +597,7 @@ fn a_plugin_that_fell_behind_gets_its_messages_in_batches_in_order() {
         .collect();
     assert_eq!(payloads, expected, "every message, in order");
     assert!(
-        calls <= 1 + MESSAGES.div_ceil(corral::MAX_BATCH) as u64 + 2,
+        calls <= 1 + MESSAGES.div_ceil(corral_daemon::MAX_BATCH) as u64 + 2,
         "{calls} calls for {} messages: not batched",
         MESSAGES + 1
     );

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use corral::{Limits, Message, Sidecar, Value};
+use corral_daemon::{DaemonSections, Settings};
 use corral_test_guests as guests;
 
 use crate::support::{load_as, polyglot};
@@ -50,7 +51,8 @@ fn build(command: &mut Command) {
 /// a `NAME.seen` message naming the type of the message it was given.
 fn loads_and_answers(name: &str, wasm: &Path, project: &Path) {
     let sidecar_path = project.join(format!("{name}.toml"));
-    let sidecar = Sidecar::parse(&std::fs::read_to_string(&sidecar_path).unwrap()).unwrap();
+    let text = std::fs::read_to_string(&sidecar_path).unwrap();
+    let sidecar = Sidecar::parse_with(&text, Some(&DaemonSections)).unwrap();
     let plugin = load_as(name, wasm.to_str().unwrap(), sidecar.options);
     let outcome = plugin.process_message(&Message::new("login")).unwrap();
     assert_eq!(outcome.emitted.len(), 1, "{outcome:?}");
@@ -79,9 +81,9 @@ fn every_project_carries_the_host_wit_and_a_sidecar_of_the_defaults() {
         assert!(project.join("README.md").is_file(), "{lang}");
 
         let text = std::fs::read_to_string(project.join(format!("{name}.toml"))).unwrap();
-        let sidecar = Sidecar::parse(&text).unwrap();
+        Sidecar::parse_with(&text, Some(&DaemonSections)).unwrap();
         assert!(
-            sidecar.matcher.is_some_and(|m| m.all),
+            Settings::parse(&text).unwrap().matcher.is_some_and(|m| m.all),
             "{lang}: the plugin takes every message"
         );
         // Uncommented, each commented limit sets its default.
@@ -108,7 +110,7 @@ fn every_project_carries_the_host_wit_and_a_sidecar_of_the_defaults() {
             })
             .collect();
         assert_eq!(uncommented, keys.len(), "{lang}");
-        let sidecar = Sidecar::parse(&text.join("\n")).unwrap();
+        let sidecar = Sidecar::parse_with(&text.join("\n"), Some(&DaemonSections)).unwrap();
         assert_eq!(sidecar.options.limits, Limits::default(), "{lang}");
     }
 }
