@@ -49,6 +49,7 @@ bench: target
     cargo bench -p corral-test-guests --features lua-bench --bench dispatch
     cargo bench -p corral-test-guests --bench sandboxes
     cargo bench -p corral-test-guests --bench drop_to_serving
+    cargo bench -p corral-test-guests --bench idle
 
 # End to end through the daemon: 1,000,000 messages stdin → log → batch-filter → output,
 # durable and with --no-fsync; messages/s and peak RSS, and segment files against redb.

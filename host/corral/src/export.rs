@@ -112,6 +112,26 @@ fn find(store: &mut Store<SandboxState>, instance: &Instance, name: &str) -> Res
         .ok_or_else(|| "the plugin exports no function of that name".to_owned())
 }
 
+/// The function of type `F` (a [`TypedFunc`] of the call's types, or a [`Func`]) found
+/// for `name` by an earlier call in this instance: looking an export up by name and
+/// checking its type cost more than a plain call (BENCHMARKS.md), so each is done once
+/// per instance. A fresh instance starts with none.
+fn found<F: Copy + 'static>(store: &Store<SandboxState>, name: &str) -> Option<F> {
+    let ty = std::any::TypeId::of::<F>();
+    store
+        .data()
+        .found
+        .iter()
+        .find(|(n, t, _)| *t == ty && **n == *name)
+        .and_then(|(_, _, f)| f.downcast_ref::<F>().copied())
+}
+
+/// Keeps `func`, found for `name`, for the instance's next calls.
+fn keep<F: Send + 'static>(store: &mut Store<SandboxState>, name: &str, func: F) {
+    let ty = std::any::TypeId::of::<F>();
+    store.data_mut().found.push((name.into(), ty, Box::new(func)));
+}
+
 struct Typed<'a, P, R> {
     name: &'a str,
     func: Option<TypedFunc<P, R>>,
@@ -125,6 +145,10 @@ where
     R: ComponentNamedList + Lift + Send + Sync + 'static,
 {
     fn find(&mut self, store: &mut Store<SandboxState>, instance: &Instance) -> Result<(), String> {
+        if let Some(typed) = found::<TypedFunc<P, R>>(store, self.name) {
+            self.func = Some(typed);
+            return Ok(());
+        }
         let func = find(store, instance, self.name)?;
         let typed = func.typed::<P, R>(&*store).map_err(|e| {
             format!(
@@ -132,6 +156,7 @@ where
                 func_wit(&func.ty(&*store))
             )
         })?;
+        keep(store, self.name, typed);
         self.func = Some(typed);
         Ok(())
     }
@@ -154,7 +179,14 @@ struct Dynamic<'a> {
 
 impl ExportCall for Dynamic<'_> {
     fn find(&mut self, store: &mut Store<SandboxState>, instance: &Instance) -> Result<(), String> {
-        let func = find(store, instance, self.name)?;
+        let func = match found::<Func>(store, self.name) {
+            Some(func) => func,
+            None => {
+                let func = find(store, instance, self.name)?;
+                keep(store, self.name, func);
+                func
+            }
+        };
         let ty = func.ty(&*store);
         if ty.params().len() != self.params.len() {
             return Err(format!(

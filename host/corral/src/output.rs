@@ -288,6 +288,23 @@ impl Output {
     /// fresh budget for the next call (one lock per call: the call path is hot).
     pub fn end(&self) -> CallOutput {
         let mut s = self.state();
+        // Most calls write nothing: nothing to flush, and nothing to hand over.
+        let quiet = s.used == 0
+            && !s.exceeded
+            && s.stdout.is_empty()
+            && s.stderr.is_empty()
+            && s.stderr_kept.is_empty()
+            && s.lines.is_empty()
+            && s.pending == [0, 0];
+        if quiet {
+            s.limit = s.base_limit;
+            return CallOutput {
+                used: 0,
+                exceeded: false,
+                lines: Vec::new(),
+                stderr: String::new(),
+            };
+        }
         s.flush_partial(LogSource::Stdout);
         s.flush_partial(LogSource::Stderr);
         let stderr = std::mem::take(&mut s.stderr_kept);

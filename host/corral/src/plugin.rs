@@ -176,6 +176,8 @@ struct Cell {
     consecutive_failures: u32,
     /// `process-message` calls made, to time one in [`crate::stats::TIMING_SAMPLE`].
     message_calls: u64,
+    /// Calls of exports by name made, likewise.
+    export_calls: u64,
     /// Replaced by a newer version or unloaded: calls are refused with
     /// [`CallError::Unloaded`] so that a registry retries them on the newer version.
     retired: bool,
@@ -286,6 +288,7 @@ impl Plugin {
                 state: PluginState::Running,
                 consecutive_failures: 0,
                 message_calls: 0,
+                export_calls: 0,
                 retired: false,
                 restarts: Restarts::default(),
             }),
@@ -504,13 +507,17 @@ impl Plugin {
             Entry::Timer(_) | Entry::Export(_) => 0,
         };
         let is_export = matches!(entry, Entry::Export(_));
-        let is_timer = messages == 0;
+        let is_timer = matches!(entry, Entry::Timer(_));
         // Timer events are rare: every one is timed. Messages are timed one in eight: a
         // call is timed when it holds a message whose number is a multiple of eight.
-        let timed = is_timer
-            || cell.message_calls.next_multiple_of(crate::stats::TIMING_SAMPLE)
-                < cell.message_calls + messages;
-        cell.message_calls += messages;
+        // Calls by name likewise, one in eight.
+        let (count, n) = if is_export {
+            (&mut cell.export_calls, 1)
+        } else {
+            (&mut cell.message_calls, messages)
+        };
+        let timed = is_timer || count.next_multiple_of(crate::stats::TIMING_SAMPLE) < *count + n;
+        *count += n;
         let started = timed.then(Instant::now);
         let mut restarted = false;
         let (result, facts) = self.run(&mut cell, entry, &mut restarted);

@@ -61,6 +61,9 @@ pub struct SandboxState {
     pub(crate) embedder: Vec<Box<dyn std::any::Any + Send>>,
     /// When the call in progress must end, for the WASI calls that can block.
     pub(crate) deadline: Deadline,
+    /// The exports called by name in this instance, each found and type-checked once:
+    /// its name, the call's types and its function (see the `export` module).
+    pub(crate) found: Vec<(Box<str>, std::any::TypeId, Box<dyn std::any::Any + Send>)>,
 }
 
 impl SandboxState {
@@ -312,6 +315,7 @@ impl SandboxSpec {
             message: Current::default(),
             deadline: Deadline::new(self.ticks.clone(), self.epoch_tick),
             embedder: self.host_functions.data(&self.plugin, &self.config),
+            found: Vec::new(),
         };
         let mut store = Store::new(code.pre.component().engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -399,6 +403,11 @@ fn is_interrupt(error: Option<&wasmtime::Error>) -> bool {
 /// Epoch ticks for a deadline: rounded up, plus one because the first tick may come at
 /// once after the deadline is set.
 fn deadline_ticks(deadline: Duration, tick: Duration) -> u64 {
+    // In u64 where it fits, as every real deadline does: this runs on every call, and a
+    // u128 division is a library call.
+    if let (Ok(deadline), Ok(tick)) = (u64::try_from(deadline.as_nanos()), u64::try_from(tick.as_nanos())) {
+        return deadline.div_ceil(tick.max(1)).saturating_add(1);
+    }
     let tick = tick.as_nanos().max(1);
     let ticks = deadline.as_nanos().div_ceil(tick);
     u64::try_from(ticks).unwrap_or(u64::MAX - 1).saturating_add(1)

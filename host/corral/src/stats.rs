@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-/// One `process-message` call in this many is timed (every `timer-event` is). Two
+/// One `process-message` call in this many is timed, and one call of an export by name
+/// (every `timer-event` is). Two
 /// clock reads cost about 4% of a plain call (see BENCHMARKS.md), so, as Heka sampled
 /// its durations, Corral times a sample: the first call and every eighth after it.
 pub const TIMING_SAMPLE: u64 = 8;
@@ -19,8 +20,8 @@ pub struct EntryStats {
     pub calls: u64,
     /// Calls that failed, for any reason.
     pub failures: u64,
-    /// Calls that were timed: one `process-message` in [`TIMING_SAMPLE`], every
-    /// `timer-event`.
+    /// Calls that were timed: one `process-message` in [`TIMING_SAMPLE`], one call of an
+    /// export by name in [`TIMING_SAMPLE`], every `timer-event`.
     pub timed: u64,
     /// Time spent in the timed calls.
     pub total_duration: Duration,
@@ -63,7 +64,7 @@ pub struct Stats {
     pub process_message: EntryStats,
     /// `timer-event` calls.
     pub timer_event: EntryStats,
-    /// Calls of other exports by name ([`crate::Plugin::call_export`]), every one timed.
+    /// Calls of other exports by name ([`crate::Plugin::call_export`]), one in [`TIMING_SAMPLE`] timed.
     pub exports: EntryStats,
     /// Times the plugin was terminated (0 or 1 for one loaded plugin without a restart
     /// policy).
