@@ -27,13 +27,13 @@ test: target
 # and shares its build with `just test`.)
 # The main job: the daemon on plugins/ with the metric plugins, admin API on 127.0.0.1:8000.
 run: guests
-    cargo build -p corral --bin corral
+    cargo build -p corral-daemon --bin corral
     cp target/guests/cpu.wasm target/guests/mem.wasm target/guests/disk.wasm plugins/
     target/debug/corral run plugins --admin 127.0.0.1:8000
 
 # One-shot calls through the CLI, no daemon: check and call the example plugins.
 demo: guests
-    cargo build -p corral --bin corral
+    cargo build -p corral-daemon --bin corral
     @echo "== corral check target/guests/hello.wasm"
     target/debug/corral check target/guests/hello.wasm
     @echo "== corral call target/guests/hello.wasm --message ..."
@@ -49,6 +49,7 @@ bench: target
     cargo bench -p corral-test-guests --features lua-bench --bench dispatch
     cargo bench -p corral-test-guests --bench sandboxes
     cargo bench -p corral-test-guests --bench drop_to_serving
+    cargo bench -p corral-test-guests --bench idle
 
 # End to end through the daemon: 1,000,000 messages stdin → log → batch-filter → output,
 # durable and with --no-fsync; messages/s and peak RSS, and segment files against redb.

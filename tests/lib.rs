@@ -31,7 +31,7 @@ pub fn corral_exe() -> &'static Path {
                 "build",
                 "--quiet",
                 "-p",
-                "corral",
+                "corral-daemon",
                 "--bin",
                 "corral",
                 "--profile",

@@ -8,6 +8,7 @@ use corral::{CompileLimit, CompileLimits, CompileWorker, ComponentCost, Host, Lo
 use corral_test_guests as guests;
 
 use crate::bombs;
+use crate::support::{eventually, peak_rss};
 
 /// Generous, for a loaded machine: a refusal takes milliseconds.
 const BOUND: Duration = Duration::from_secs(20);
@@ -30,23 +31,6 @@ fn host_with_worker(limits: CompileLimits) -> Host {
         .compile_worker(worker())
         .build()
         .expect("host starts")
-}
-
-/// This process's peak resident memory, from `/proc/self/status`.
-pub fn peak_rss(pid: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() << 10
-}
-
-/// Waits, with a bound, until `condition` holds.
-#[track_caller]
-fn eventually(condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !condition() {
-        assert!(Instant::now() < deadline, "the condition never held");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[track_caller]
@@ -79,37 +63,24 @@ fn each_static_limit_refuses_its_bomb_before_compiling() {
         ..CompileLimits::default()
     };
     let function = (d.max_function_bytes + 300_000) as u32;
+    // A core module past one limit, inside HELLO, checked against the defaults.
+    let module = |limit, module| (limit, bombs::with_module(guests::HELLO, module), d.clone());
     let cases: Vec<(CompileLimit, Vec<u8>, CompileLimits)> = vec![
-        (
-            CompileLimit::FunctionSize,
-            bombs::with_module(guests::HELLO, bombs::large_function(function)),
-            d.clone(),
-        ),
-        (
+        module(CompileLimit::FunctionSize, bombs::large_function(function)),
+        module(
             CompileLimit::Functions,
-            bombs::with_module(guests::HELLO, bombs::many_functions(d.max_functions as u32 + 1)),
-            d.clone(),
+            bombs::many_functions(d.max_functions as u32 + 1),
         ),
-        (
-            CompileLimit::Locals,
-            bombs::with_module(guests::HELLO, bombs::many_locals(d.max_locals as u32 + 1)),
-            d.clone(),
-        ),
-        (
+        module(CompileLimit::Locals, bombs::many_locals(d.max_locals as u32 + 1)),
+        module(
             CompileLimit::Nesting,
-            bombs::with_module(guests::HELLO, bombs::deep_nesting(d.max_nesting as u32 + 1)),
-            d.clone(),
+            bombs::deep_nesting(d.max_nesting as u32 + 1),
         ),
-        (
+        module(
             CompileLimit::Elements,
-            bombs::with_module(guests::HELLO, bombs::many_elements(d.max_elements as usize + 1)),
-            d.clone(),
+            bombs::many_elements(d.max_elements as usize + 1),
         ),
-        (
-            CompileLimit::Types,
-            bombs::with_module(guests::HELLO, bombs::many_types(d.max_types as u32 + 1)),
-            d.clone(),
-        ),
+        module(CompileLimit::Types, bombs::many_types(d.max_types as u32 + 1)),
         (
             CompileLimit::Modules,
             bombs::with_modules(guests::HELLO, d.max_modules as usize + 1),
@@ -295,7 +266,9 @@ fn baseline_and_optimised_compiles_both_run_in_the_worker() {
     let bytes = std::fs::read(guests::ECHO).unwrap();
     let plugin = host.load("echo", &bytes, PluginOptions::default()).unwrap();
     assert_eq!(plugin.tier(), corral::Tier::Baseline);
-    eventually(|| host.compile_stats().compiled == 1);
+    eventually("the optimised compile", Duration::from_secs(120), || {
+        host.compile_stats().compiled == 1
+    });
     assert_eq!(host.compile_stats().baseline_compiled, 1);
 
     // A bomb too costly for Winch's time bound is refused, not handed to Cranelift.

@@ -1,237 +1,16 @@
 //! `corral run` end to end: the real binary on a temporary watch directory, fed on stdin
 //! and over HTTP, stopped with SIGTERM.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use corral::{Message, Value};
 use corral_test_guests as guests;
 use serde_json::Value as Json;
 
-const BOUND: Duration = Duration::from_secs(30);
-
-pub(crate) struct Daemon {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    pub(crate) base: String,
-    stdout: Receiver<String>,
-    stderr: Arc<Mutex<String>>,
-    /// The thread reading stderr: it ends when the daemon has exited and said all.
-    stderr_reader: Option<std::thread::JoinHandle<()>>,
-    token: Option<String>,
-}
-
-/// A watch directory and a data directory that outlive one daemon run.
-pub(crate) struct Dirs {
-    pub(crate) plugins: tempfile::TempDir,
-    data: tempfile::TempDir,
-}
-
-impl Dirs {
-    pub(crate) fn new(files: &[(&str, &str)]) -> Dirs {
-        let dirs = Dirs {
-            plugins: tempfile::tempdir().unwrap(),
-            data: tempfile::tempdir().unwrap(),
-        };
-        for (name, guest) in files {
-            std::fs::copy(guest, dirs.plugins.path().join(name)).unwrap();
-        }
-        dirs
-    }
-
-    pub(crate) fn sidecar(&self, name: &str, text: &str) -> &Dirs {
-        std::fs::write(self.plugins.path().join(name), text).unwrap();
-        self
-    }
-
-    pub(crate) fn start(&self, args: &[&str]) -> Daemon {
-        let token = args
-            .iter()
-            .position(|a| *a == "--token")
-            .map(|i| args[i + 1].to_owned());
-        let mut child = Command::new(crate::support::corral_exe())
-            .arg("run")
-            .arg(self.plugins.path())
-            .arg("--data")
-            .arg(self.data.path())
-            .args(if args.contains(&"--admin") {
-                &[][..]
-            } else {
-                &["--admin", "127.0.0.1:0"][..]
-            })
-            .args(args)
-            .env("NO_COLOR", "1")
-            .env("CORRAL_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, stdout) = channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (err, log) = (child.stderr.take().unwrap(), stderr.clone());
-        let stderr_reader = std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let deadline = Instant::now() + BOUND;
-        let base = loop {
-            let log = stderr.lock().unwrap().clone();
-            if let Some(at) = log.find("admin API listening on ") {
-                let rest = &log[at + "admin API listening on ".len()..];
-                break rest.lines().next().unwrap().trim().to_owned();
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("the daemon exited with {status}: {log}");
-            }
-            assert!(Instant::now() < deadline, "the daemon did not start: {log}");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Daemon {
-            stdin: child.stdin.take(),
-            child,
-            base,
-            stdout,
-            stderr,
-            stderr_reader: Some(stderr_reader),
-            token,
-        }
-    }
-}
-
-pub(crate) fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(BOUND))
-        .build()
-        .into()
-}
-
-impl Daemon {
-    fn send(&mut self, json: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{json}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    pub(crate) fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        let url = format!("{}{path}", self.base);
-        let agent = agent();
-        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        let response = match (method, body) {
-            ("GET", _) => {
-                let mut r = agent.get(&url);
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a);
-                }
-                r.call()
-            }
-            (_, body) => {
-                let mut r = if method == "PUT" {
-                    agent.put(&url)
-                } else {
-                    agent.post(&url)
-                };
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a);
-                }
-                r.send(body.unwrap_or(""))
-            }
-        };
-        let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = response.status().as_u16();
-        (status, response.body_mut().read_to_string().unwrap())
-    }
-
-    pub(crate) fn json(&self, method: &str, path: &str, body: Option<&str>) -> Json {
-        let (status, text) = self.request(method, path, body);
-        assert!((200..300).contains(&status), "{method} {path}: {status} {text}");
-        serde_json::from_str(&text).unwrap()
-    }
-
-    /// The next emitted message that `matches` accepts; earlier ones are returned too.
-    fn output(&self, what: &str, matches: impl Fn(&Message) -> bool) -> Message {
-        let deadline = Instant::now() + BOUND;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stdout.recv_timeout(left) {
-                Ok(line) => {
-                    let message =
-                        Message::from_json(&line).unwrap_or_else(|e| panic!("bad output line {line}: {e}"));
-                    if matches(&message) {
-                        return message;
-                    }
-                    seen.push(line);
-                }
-                Err(_) => panic!("no {what} within {BOUND:?}; saw {seen:#?}\nlog:\n{}", self.log()),
-            }
-        }
-    }
-
-    pub(crate) fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Waits for `needle` in the daemon's log: stderr is read apart from stdout and
-    /// the API, so a line may lag what they show.
-    fn wait_log(&self, needle: &str) {
-        let deadline = Instant::now() + BOUND;
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no `{needle}` in the log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub(crate) fn plugin(&self, name: &str) -> Json {
-        self.json("GET", &format!("/plugins/{name}"), None)
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + BOUND;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // The reader has every line once it reaches the end of the pipe.
-                if let Some(reader) = self.stderr_reader.take() {
-                    reader.join().unwrap();
-                }
-                return (status, self.log());
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM: {}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::daemon::{BOUND, Daemon, Dirs, agent};
+use crate::support::eventually_or;
 
 fn of_type(type_: &str) -> impl Fn(&Message) -> bool + '_ {
     move |m| m.type_ == type_
@@ -247,11 +26,14 @@ fn field<'a>(message: &'a Message, name: &str) -> &'a Value {
 fn messages_from_stdin_and_http_reach_the_plugins_that_match() {
     let dirs = Dirs::new(&[("hello.wasm", guests::HELLO), ("counter.wasm", guests::COUNTER)]);
     dirs.sidecar("hello.toml", "[matcher]\ntype = \"login\"\n")
-        .sidecar("counter.toml", "[matcher]\nall = true\n");
+        .sidecar("counter.toml", "[matcher]\ntype = [\"login\", \"logout\"]\n");
     let mut daemon = dirs.start(&[]);
     daemon.send(r#"{"type":"login","logger":"ann"}"#);
     daemon.send(r#"{"type":"logout","logger":"ann"}"#);
     daemon.send("this is not json");
+    // Wanted by no plugin: counted as unmatched, from stdin as over HTTP.
+    daemon.send(r#"{"type":"nobody.wants.this"}"#);
+    daemon.json("POST", "/messages", Some(r#"{"type":"nor.this"}"#));
     let accepted = daemon.json("POST", "/messages", Some(r#"{"type":"login","logger":"bob"}"#));
     assert_eq!(accepted["accepted"], 1);
 
@@ -263,11 +45,9 @@ fn messages_from_stdin_and_http_reach_the_plugins_that_match() {
     assert_eq!(greeted, ["Hello, ann!", "Hello, bob!"]);
 
     // The counter saw all three messages (bounded wait: it may still be at work).
-    let deadline = Instant::now() + BOUND;
-    while daemon.plugin("counter")["stats"]["process_message"]["calls"] != 3 {
-        assert!(Instant::now() < deadline, "{}", daemon.plugin("counter"));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    daemon.eventually("the counter to see three messages", || {
+        daemon.plugin("counter")["stats"]["process_message"]["calls"] == 3
+    });
     let hello = daemon.plugin("hello");
     assert_eq!(hello["state"], "running");
     assert_eq!(hello["stats"]["process_message"]["calls"], 2);
@@ -275,6 +55,16 @@ fn messages_from_stdin_and_http_reach_the_plugins_that_match() {
     assert_eq!(hello["lag"]["messages"], 0);
     assert!(hello["version"].as_str().unwrap().len() == 64);
     daemon.wait_log("stdin line 3: invalid message JSON");
+    daemon.eventually("two unmatched messages", || {
+        daemon.get("/status")["unmatched"] == 2
+    });
+    let (_, metrics) = daemon.request("GET", "/metrics", None);
+    assert!(
+        metrics.contains(
+            "\n# TYPE corral_unmatched_messages_total counter\ncorral_unmatched_messages_total 2\n"
+        ),
+        "{metrics}"
+    );
     let all = daemon.json("GET", "/plugins", None);
     let names: Vec<_> = all
         .as_array()
@@ -297,31 +87,15 @@ fn metrics_are_prometheus_text() {
     );
     let (status, text) = daemon.request("GET", "/metrics", None);
     assert_eq!(status, 200);
-    let mut samples = std::collections::HashMap::new();
-    for line in text.lines() {
-        if let Some(comment) = line.strip_prefix("# ") {
-            assert!(
-                comment.starts_with("HELP corral_") || comment.starts_with("TYPE corral_"),
-                "{line}"
-            );
-            continue;
-        }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("no value: {line}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
-        let name_end = series.find('{').unwrap_or(series.len());
-        assert!(
-            series[..name_end]
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_'),
-            "bad metric name: {line}"
-        );
-        if name_end < series.len() {
-            assert!(series.ends_with('}'), "bad labels: {line}");
-        }
-        samples.insert(series.to_owned(), value);
-    }
+    assert_exposition(&text);
+    let samples: std::collections::HashMap<&str, f64> = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            (series, value.parse().unwrap())
+        })
+        .collect();
     assert_eq!(
         samples[r#"corral_process_message_calls_total{plugin="hello",entry="process_message"}"#],
         1.0
@@ -407,7 +181,7 @@ fn a_hostile_plugin_is_terminated_and_reported_while_the_others_answer() {
     dirs.sidecar("fails.toml", "ticker-interval-ms = 20\n")
         .sidecar("hello.toml", "[matcher]\ntype = \"login\"\n");
     let mut daemon = dirs.start(&[]);
-    let report = daemon.output("a termination report", of_type(corral::TERMINATED_TYPE));
+    let report = daemon.output("a termination report", of_type(corral_daemon::TERMINATED_TYPE));
     assert_eq!(field(&report, "plugin"), &Value::String("fails".into()));
     assert_eq!(
         report.payload,
@@ -449,11 +223,9 @@ fn sigterm_saves_state_and_the_next_start_restores_it() {
         };
     }
     // The set has been processed once the plugin's stats say so.
-    let deadline = Instant::now() + BOUND;
-    while daemon.plugin("lookup")["stats"]["process_message"]["calls"] != 1 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    daemon.eventually("the lookup set processed", || {
+        daemon.plugin("lookup")["stats"]["process_message"]["calls"] == 1
+    });
     let (status, log) = daemon.terminate();
     assert!(status.success(), "exit {status}: {log}");
     assert!(log.contains("saved=[\"tally\"]"), "{log}");
@@ -521,16 +293,12 @@ fn output_can_go_to_a_file() {
         "/messages",
         Some(r#"[{"type":"a","logger":"fay"},{"type":"b","logger":"gus"}]"#),
     );
-    let deadline = Instant::now() + BOUND;
-    let lines = loop {
+    let read = || -> Vec<String> {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        if lines.len() == 2 {
-            break lines;
-        }
-        assert!(Instant::now() < deadline, "{lines:?}");
-        std::thread::sleep(Duration::from_millis(20));
+        text.lines().map(str::to_owned).collect()
     };
+    daemon.eventually("two lines in the output file", || read().len() == 2);
+    let lines = read();
     let payloads: Vec<_> = lines
         .iter()
         .map(|l| Message::from_json(l).unwrap().payload)
@@ -585,14 +353,15 @@ fn a_python_plugin_compiles_once_and_comes_from_the_cache_after_a_restart() {
     let mut daemon = dirs.start(&[]);
     // Dropped in after the start, the ~18 MB component compiles in the background:
     // seconds, far more on a loaded machine, hence the long bound.
-    let temp = dirs.plugins.path().join(".counter.wasm.partial");
-    std::fs::copy(python, &temp).unwrap();
-    std::fs::rename(&temp, dirs.plugins.path().join("counter.wasm")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while daemon.request("GET", "/plugins/counter", None).0 != 200 {
-        assert!(Instant::now() < deadline, "not loaded: {}", daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    dirs.put("counter.wasm", &std::fs::read(python).unwrap());
+    let long = Duration::from_secs(300);
+    let log = || daemon.log();
+    eventually_or(
+        "the Python plugin to load",
+        long,
+        || daemon.request("GET", "/plugins/counter", None).0 == 200,
+        log,
+    );
     let compiles = |daemon: &Daemon| {
         let metrics = daemon.request("GET", "/metrics", None).1;
         ["memo", "cache", "compiled", "baseline"].map(|source| {
@@ -607,17 +376,13 @@ fn a_python_plugin_compiles_once_and_comes_from_the_cache_after_a_restart() {
     // in the background and goes into the cache.
     let [memo, cache, _, baseline] = compiles(&daemon);
     assert_eq!([memo, cache, baseline], ["0", "0", "1"]);
-    while compiles(&daemon)[2] != "1" {
-        assert!(Instant::now() < deadline, "never optimised: {}", daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually_or("the optimised code", long, || compiles(&daemon)[2] == "1", log);
     for _ in 0..2 {
         daemon.send(r#"{"type":"x"}"#);
     }
-    while daemon.plugin("counter")["stats"]["process_message"]["calls"] != 2 {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    daemon.eventually("two calls", || {
+        daemon.plugin("counter")["stats"]["process_message"]["calls"] == 2
+    });
     let (status, log) = daemon.terminate();
     assert!(status.success(), "exit {status}: {log}");
 
@@ -648,19 +413,14 @@ fn with_a_pool_plugins_serve_and_come_back_after_a_trap() {
     let greeting = daemon.output("a greeting", of_type("hello.greeting"));
     assert_eq!(greeting.payload, "Hello, ann!");
     // The panic cost `panics` its instance; its timer keeps working on a fresh one.
-    let deadline = Instant::now() + BOUND;
-    loop {
+    daemon.eventually("a timer call on a fresh instance", || {
         let stats = &daemon.plugin("panics")["stats"];
-        if stats["process_message"]["failures"] == 1
+        stats["process_message"]["failures"] == 1
             && stats["instances"] == 2
             && stats["timer_event"]["calls"] != 0
-        {
-            assert_eq!(stats["timer_event"]["failures"], 0, "{stats}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "{stats}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    });
+    let stats = &daemon.plugin("panics")["stats"];
+    assert_eq!(stats["timer_event"]["failures"], 0, "{stats}");
 }
 
 #[test]
@@ -711,11 +471,9 @@ fn a_blocked_plugin_holds_up_nothing_else_and_sigterm_abandons_it() {
     .sidecar("hello.toml", "[matcher]\ntype = \"ping\"\n");
     let daemon = dirs.start(&["--no-stdin", "--shutdown-timeout", "2s"]);
     daemon.json("POST", "/messages", Some(r#"{"type":"sleep"}"#));
-    let deadline = Instant::now() + BOUND;
-    while daemon.plugin("sleeper")["busy"] != true {
-        assert!(Instant::now() < deadline, "{}", daemon.plugin("sleeper"));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    daemon.eventually("the sleeper in its call", || {
+        daemon.plugin("sleeper")["busy"] == true
+    });
 
     // The sleeper is in its call now. The admin API answers at once …
     for path in [
@@ -736,15 +494,9 @@ fn a_blocked_plugin_holds_up_nothing_else_and_sigterm_abandons_it() {
     }
     // … a new plugin dropped into the directory loads, and so does a reload.
     std::fs::copy(guests::COUNTER, dirs.plugins.path().join("counter.wasm")).unwrap();
-    let deadline = Instant::now() + BOUND;
-    while daemon.request("GET", "/plugins/counter", None).0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "counter did not load:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    daemon.eventually("counter to load", || {
+        daemon.request("GET", "/plugins/counter", None).0 == 200
+    });
     let (status, _) = prompt(&daemon, "PUT", "/plugins/reload");
     assert_eq!(status, 200);
 
@@ -777,15 +529,9 @@ fn a_start_function_that_blocks_holds_up_only_its_own_load() {
     daemon.wait_log("loading plugin");
     // While its start function sleeps: other loads, reloads, calls and status answer.
     std::fs::copy(guests::COUNTER, dirs.plugins.path().join("counter.wasm")).unwrap();
-    let deadline = Instant::now() + BOUND;
-    while daemon.request("GET", "/plugins/counter", None).0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "counter did not load:\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    daemon.eventually("counter to load", || {
+        daemon.request("GET", "/plugins/counter", None).0 == 200
+    });
     let (status, _) = prompt(&daemon, "PUT", "/plugins/reload");
     assert_eq!(status, 200);
     daemon.json("POST", "/messages", Some(r#"{"type":"ping","logger":"eve"}"#));
@@ -816,17 +562,13 @@ fn a_sidecar_restart_section_brings_a_terminated_plugin_back() {
         }
         let report = daemon.output("the termination report", of_type("corral.plugin-terminated"));
         assert_eq!(field(&report, "plugin"), &Value::String("fails".into()));
-        let deadline = Instant::now() + BOUND;
-        loop {
+        daemon.eventually("the restart", || {
             let status = daemon.plugin("fails");
-            if status["state"] == "running" && status["restart"]["restarts"] == restarts {
-                assert_eq!(status["stats"]["restarts"], restarts);
-                assert_eq!(status["restart"]["next_at_ns"], Json::Null);
-                break;
-            }
-            assert!(Instant::now() < deadline, "{status}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            status["state"] == "running" && status["restart"]["restarts"] == restarts
+        });
+        let status = daemon.plugin("fails");
+        assert_eq!(status["stats"]["restarts"], restarts);
+        assert_eq!(status["restart"]["next_at_ns"], Json::Null);
     }
 }
 /// Every line of `text` fits the Prometheus text exposition grammar: a `# HELP` or
@@ -923,11 +665,9 @@ fn the_daemons_log_about_one_plugin_is_rate_limited() {
         daemon.send(&format!(r#"{{"type":"fail","payload":"failure {i}"}}"#));
     }
     daemon.wait_log("suppressed");
-    let bound = Instant::now() + BOUND;
-    while daemon.plugin("forger")["stats"]["process_message"]["failures"] != 1_000 {
-        assert!(Instant::now() < bound, "{}", daemon.plugin("forger"));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    daemon.eventually("1,000 failures", || {
+        daemon.plugin("forger")["stats"]["process_message"]["failures"] == 1_000
+    });
     let log = daemon.log();
     let lines = log.lines().filter(|l| l.contains("failure ")).count();
     // A burst of 100 and 20 a second after it, for as long as the run took; far from
@@ -974,31 +714,20 @@ fn a_file_name_that_would_break_metrics_is_refused_and_forgotten() {
         "a failure is forgotten with its file: {plugins}"
     );
 }
-/// Writes `bytes` into the watch directory as `name`, whole (a temporary name renamed).
-fn drop_in(dirs: &Dirs, name: &str, bytes: &[u8]) {
-    let temp = dirs.plugins.path().join(format!(".{name}.partial"));
-    std::fs::write(&temp, bytes).unwrap();
-    std::fs::rename(&temp, dirs.plugins.path().join(name)).unwrap();
-}
-
 /// Waits until `name`'s last load error contains `needle`.
 fn wait_load_error(daemon: &Daemon, name: &str, needle: &str) -> Json {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (status, body) = daemon.request("GET", &format!("/plugins/{name}"), None);
-        if status == 200 {
-            let plugin: Json = serde_json::from_str(&body).unwrap();
-            if plugin["load_error"].as_str().is_some_and(|e| e.contains(needle)) {
-                return plugin;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no `{needle}` for `{name}`: {body}\n{}",
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let failed = || {
+        daemon.plugin(name)["load_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(needle))
+    };
+    eventually_or(
+        &format!("`{needle}` in the load error of `{name}`"),
+        Duration::from_secs(120),
+        failed,
+        || format!("{}\n{}", daemon.plugin(name), daemon.log()),
+    );
+    daemon.plugin(name)
 }
 
 #[test]
@@ -1007,12 +736,12 @@ fn a_compile_bomb_dropped_in_is_refused_and_never_replaces_the_serving_plugin() 
     dirs.sidecar("hello.toml", "[matcher]\ntype = \"login\"\n");
     let mut daemon = dirs.start(&[]);
     let bomb = crate::bombs::with_module(guests::HELLO, crate::bombs::large_function(3 << 20));
-    drop_in(&dirs, "bomb.wasm", &bomb);
+    dirs.put("bomb.wasm", &bomb);
     let refused = "is too costly to compile: its largest function has";
     let status = wait_load_error(&daemon, "bomb", refused);
     assert_eq!(status["state"], "failed-to-load", "{status}");
     // The same bytes in place of a serving plugin: refused, and the old one serves on.
-    drop_in(&dirs, "hello.wasm", &bomb);
+    dirs.put("hello.wasm", &bomb);
     let status = wait_load_error(&daemon, "hello", refused);
     assert_eq!(status["state"], "running", "{status}");
     daemon.send(r#"{"type":"login","logger":"dee"}"#);
@@ -1028,15 +757,14 @@ fn a_compile_past_its_memory_bound_is_stopped_and_the_daemon_stays_small() {
     let dirs = Dirs::new(&[("hello.wasm", guests::HELLO)]);
     dirs.sidecar("hello.toml", "[matcher]\ntype = \"login\"\n");
     let mut daemon = dirs.start(&["--no-baseline", "--compile-limit", "compile-memory=48MiB"]);
-    let pid = daemon.child.id().to_string();
-    drop_in(&dirs, "heavy.wasm", &crate::compile::costly());
+    dirs.put("heavy.wasm", &crate::compile::costly());
     wait_load_error(
         &daemon,
         "heavy",
         "its compile needed more than 50331648 bytes of memory (`compile-memory`), so the \
          compile was stopped",
     );
-    let peak = crate::compile::peak_rss(&pid);
+    let peak = daemon.peak_rss_kib() << 10;
     assert!(peak < 512 << 20, "the daemon's peak memory was {peak} bytes");
     daemon.send(r#"{"type":"login","logger":"dee"}"#);
     assert_eq!(

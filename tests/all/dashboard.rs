@@ -17,7 +17,7 @@ use corral_test_guests as guests;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value as Json, json};
 
-use crate::daemon::{Daemon, Dirs, agent};
+use crate::support::daemon::{Daemon, Dirs, agent};
 
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -165,6 +165,13 @@ impl Browser {
         }
     }
 
+    /// A session on the dashboard of `daemon`, in a window of `width` by `height`.
+    async fn on(daemon: &Daemon, driver: &Path, chromium: &Path, width: u32, height: u32) -> Browser {
+        let browser = Browser::open(driver, chromium, width, height).await;
+        browser.goto(&format!("{}/", daemon.base)).await;
+        browser
+    }
+
     async fn goto(&self, url: &str) {
         self.client.goto(url).await.unwrap();
     }
@@ -265,12 +272,10 @@ fn when_state(plugin: &str, state: &str, field: &str) -> String {
     )
 }
 
-/// Copies `guest` into the watch directory as `name`, renamed into place as the README
-/// says to deploy.
+/// Copies `guest` into the watch directory as `name`, renamed into place as the docs
+/// say to deploy.
 fn deploy(dirs: &Dirs, name: &str, guest: &str) {
-    let temporary = dirs.plugins.path().join(format!(".{name}.tmp"));
-    std::fs::copy(guest, &temporary).unwrap();
-    std::fs::rename(&temporary, dirs.plugins.path().join(name)).unwrap();
+    dirs.put(name, &std::fs::read(guest).unwrap());
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -293,8 +298,7 @@ fn the_page_follows_the_daemon_live() {
     dirs.sidecar("hello.toml", "[matcher]\nall = true\n");
     let daemon = dirs.start(&["--no-stdin"]);
     runtime().block_on(async {
-        let browser = Browser::open(&driver, &chromium, 1280, 1000).await;
-        browser.goto(&format!("{}/", daemon.base)).await;
+        let browser = Browser::on(&daemon, &driver, &chromium, 1280, 1000).await;
 
         // The plugins of the running daemon, with the version the API reports.
         let version = browser
@@ -486,8 +490,7 @@ fn markup_in_a_reason_or_a_message_is_shown_as_text() {
     let hostile = r#"<img src=x onerror="window.__injected=1"><b id="injected">bold</b><script>window.__injected=2</script>"#;
     let message = json!({ "type": hostile }).to_string();
     runtime().block_on(async {
-        let browser = Browser::open(&driver, &chromium, 1280, 900).await;
-        browser.goto(&format!("{}/", daemon.base)).await;
+        let browser = Browser::on(&daemon, &driver, &chromium, 1280, 900).await;
         browser.until("fails running", &when_state("fails", "running", ".name")).await;
         for _ in 0..5 {
             daemon.json("POST", "/messages", Some(&message));
@@ -557,10 +560,12 @@ fn with_a_token_the_page_asks_for_it_once_and_sends_it_as_a_header() {
     }
     let (status, _) = daemon.request("GET", "/status", None);
     assert_eq!(status, 200, "with the token");
+    // `greeter` has no matcher: a message sent to the daemon is wanted by no plugin.
+    daemon.json("POST", "/messages", Some(r#"{"type":"nobody.wants.this"}"#));
+    assert_eq!(daemon.get("/status")["unmatched"], 1);
 
     runtime().block_on(async {
-        let browser = Browser::open(&driver, &chromium, 1000, 800).await;
-        browser.goto(&format!("{}/", daemon.base)).await;
+        let browser = Browser::on(&daemon, &driver, &chromium, 1000, 800).await;
         browser
             .until(
                 "the token prompt",
@@ -585,6 +590,13 @@ fn with_a_token_the_page_asks_for_it_once_and_sends_it_as_a_header() {
         browser.click("#login-submit").await;
         browser
             .until("greeter running", &when_state("greeter", "running", ".name"))
+            .await;
+        // The daemon's figures include the message no plugin matched.
+        browser
+            .until(
+                "one unmatched message",
+                "return document.getElementById('d-unmatched').textContent === '1'",
+            )
             .await;
         assert_eq!(
             browser

@@ -3,200 +3,19 @@
 //! fast one, a swap mid-stream, reprocessing from the earliest message.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use corral::{Message, Value};
 use corral_test_guests as guests;
-use serde_json::Value as Json;
 
-const BOUND: Duration = Duration::from_secs(60);
+use crate::support::daemon::{Daemon, Dirs};
 
-/// Waits for `condition`, up to [`BOUND`], saying `what` on a timeout.
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + BOUND;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-struct Dirs {
-    plugins: tempfile::TempDir,
-    data: tempfile::TempDir,
-}
-
-impl Dirs {
-    fn new(files: &[(&str, &str, &str)]) -> Dirs {
-        let dirs = Dirs {
-            plugins: tempfile::tempdir().unwrap(),
-            data: tempfile::tempdir().unwrap(),
-        };
-        for (name, guest, sidecar) in files {
-            dirs.add(name, guest, sidecar);
-        }
-        dirs
-    }
-
-    fn add(&self, name: &str, guest: &str, sidecar: &str) {
-        // The sidecar first: the watcher loads the pair together.
-        std::fs::write(self.plugins.path().join(format!("{name}.toml")), sidecar).unwrap();
-        std::fs::copy(guest, self.plugins.path().join(format!("{name}.wasm"))).unwrap();
-    }
-
-    fn output(&self) -> PathBuf {
-        self.data.path().join("out.jsonl")
-    }
-
-    fn start(&self, args: &[&str]) -> Daemon {
-        let mut child = Command::new(crate::support::corral_exe())
-            .arg("run")
-            .arg(self.plugins.path())
-            .arg("--data")
-            .arg(self.data.path())
-            .args(["--admin", "127.0.0.1:0", "--output"])
-            .arg(self.output())
-            .args(args)
-            .env("NO_COLOR", "1")
-            .env("CORRAL_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (err, log) = (child.stderr.take().unwrap(), stderr.clone());
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut daemon = Daemon {
-            child,
-            base: String::new(),
-            stderr,
-            reader: Some(reader),
-        };
-        let marker = "admin API listening on ";
-        wait_until("the daemon to start", || {
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                panic!("the daemon exited with {status}: {}", daemon.log());
-            }
-            daemon.log().contains(marker)
-        });
-        let log = daemon.log();
-        let at = log.find(marker).unwrap() + marker.len();
-        daemon.base = log[at..].lines().next().unwrap().trim().to_owned();
-        daemon
-    }
-}
-
-struct Daemon {
-    child: Child,
-    base: String,
-    stderr: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(BOUND))
-        .build()
-        .into()
-}
-
-impl Daemon {
-    fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn wait_log(&self, needle: &str) {
-        wait_until(&format!("`{needle}` in the log"), || self.log().contains(needle));
-    }
-
-    fn get(&self, path: &str) -> Json {
-        let mut response = agent().get(format!("{}{path}", self.base)).call().unwrap();
-        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
-    }
-
-    /// POSTs `body` to /messages: the status and the Retry-After header.
-    fn post(&self, body: &str) -> (u16, Option<String>) {
-        let response = agent()
-            .post(format!("{}/messages", self.base))
-            .send(body)
-            .unwrap();
-        let retry = response
-            .headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap().to_owned());
-        (response.status().as_u16(), retry)
-    }
-
-    /// POSTs `body` until it is accepted (202), waiting out 503s.
-    fn post_durably(&self, body: &str) {
-        wait_until("the log to take the messages", || match self.post(body) {
-            (202, _) => true,
-            (503, Some(_)) => false,
-            (status, _) => panic!("POST /messages answered {status}: {}", self.log()),
-        });
-    }
-
-    fn plugin(&self, name: &str) -> Json {
-        self.get(&format!("/plugins/{name}"))
-    }
-
-    fn processed(&self, name: &str) -> u64 {
-        self.plugin(name)["reader"]["processed"].as_u64().unwrap_or(0)
-    }
-
-    fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// `kill -9`, as a crash.
-    fn crash(mut self) {
-        self.signal("-KILL");
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then the exit status and the log.
-    fn stop(mut self) -> String {
-        self.signal("-TERM");
-        let mut status = None;
-        wait_until("the daemon to exit after SIGTERM", || {
-            status = self.child.try_wait().unwrap();
-            status.is_some()
-        });
-        if let Some(reader) = self.reader.take() {
-            reader.join().unwrap();
-        }
-        let log = self.log();
-        assert!(status.unwrap().success(), "exit {status:?}: {log}");
-        log
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts the daemon on `dirs` with its output to a file in the data directory.
+fn start(dirs: &Dirs, args: &[&str]) -> Daemon {
+    let output = dirs.output_file();
+    let output = output.to_str().unwrap();
+    dirs.start(&[&["--output", output][..], args].concat())
 }
 
 /// The emitted messages written to `path` so far (a line cut short at the end is left).
@@ -216,7 +35,7 @@ fn int(message: &Message, name: &str) -> i64 {
 }
 
 fn id(message: &Message) -> String {
-    match message.field(corral::ID_FIELD) {
+    match message.field(corral_daemon::ID_FIELD) {
         Some(Value::String(id)) => id.clone(),
         other => panic!("no id on {message:?}: {other:?}"),
     }
@@ -235,25 +54,25 @@ const ALL: &str = "[matcher]\nall = true\n";
 fn kill_9_at_several_points_loses_nothing_and_the_totals_are_exact() {
     const TOTAL: usize = 100_000;
     const CHUNK: usize = 2_000;
-    let dirs = Dirs::new(&[("tally", guests::DURABLE_TALLY, ALL)]);
+    let dirs = Dirs::with_sidecars(&[("tally", guests::DURABLE_TALLY, ALL)]);
     let args = ["--checkpoint-interval-ms", "100", "--commit-interval-ms", "5"];
     let mut sent = 0;
     // Crash points: right after a POST (the plugin mid-stream), after the plugin caught
     // up, and after some checkpoints; the last run ends cleanly.
     let crashes = [(20_000, 0), (45_000, 1), (70_000, 2), (90_000, 0)];
     for (until, how) in crashes {
-        let daemon = dirs.start(&args);
+        let daemon = start(&dirs, &args);
         while sent < until {
             daemon.post_durably(&numbered(sent, sent + CHUNK));
             sent += CHUNK;
         }
         match how {
-            1 => wait_until("the plugin to catch up", || {
+            1 => daemon.eventually("the plugin to catch up", || {
                 daemon.processed("tally") > 0 && daemon.plugin("tally")["lag"]["messages"] == 0
             }),
             2 => {
                 let before = daemon.plugin("tally")["reader"]["checkpoints"].as_u64().unwrap();
-                wait_until("two checkpoints", || {
+                daemon.eventually("two checkpoints", || {
                     daemon.plugin("tally")["reader"]["checkpoints"].as_u64().unwrap() >= before + 2
                 });
             }
@@ -261,15 +80,15 @@ fn kill_9_at_several_points_loses_nothing_and_the_totals_are_exact() {
         }
         daemon.crash();
     }
-    let daemon = dirs.start(&args);
+    let daemon = start(&dirs, &args);
     while sent < TOTAL {
         daemon.post_durably(&numbered(sent, sent + CHUNK));
         sent += CHUNK;
     }
     daemon.post_durably(r#"{"type":"tally.report"}"#);
-    let path = dirs.output();
+    let path = dirs.output_file();
     let mut report = None;
-    wait_until("the report", || {
+    daemon.eventually("the report", || {
         report = output(&path).into_iter().find(|m| m.type_ == "tally.report");
         report.is_some()
     });
@@ -334,10 +153,10 @@ fn kill_9_at_several_points_loses_nothing_and_the_totals_are_exact() {
 #[test]
 fn a_burst_against_a_slow_plugin_turns_nothing_away_with_memory_bounded() {
     const TOTAL: usize = 200_000;
-    let dirs = Dirs::new(&[("slow", guests::SLOW_BUT_OK, ALL)]);
+    let dirs = Dirs::with_sidecars(&[("slow", guests::SLOW_BUT_OK, ALL)]);
     // A bound far below the burst: intake must wait for the plugin.
-    let mut daemon = dirs.start(&["--max-log", "2MiB", "--checkpoint-interval-ms", "100"]);
-    let mut stdin = daemon.child.stdin.take().unwrap();
+    let mut daemon = start(&dirs, &["--max-log", "2MiB", "--checkpoint-interval-ms", "100"]);
+    let mut stdin = daemon.take_stdin();
     let writer = std::thread::spawn(move || {
         let mut out = std::io::BufWriter::new(&mut stdin);
         for n in 0..TOTAL {
@@ -347,7 +166,7 @@ fn a_burst_against_a_slow_plugin_turns_nothing_away_with_memory_bounded() {
         drop(out);
         stdin
     });
-    wait_until("all messages processed", || {
+    daemon.eventually("all messages processed", || {
         let processed = daemon.processed("slow");
         processed >= TOTAL as u64
     });
@@ -376,8 +195,8 @@ fn a_burst_against_a_slow_plugin_turns_nothing_away_with_memory_bounded() {
 
 #[test]
 fn at_the_bound_post_answers_503_with_retry_after_then_resumes() {
-    let dirs = Dirs::new(&[("slow", guests::SLOW_BUT_OK, ALL)]);
-    let daemon = dirs.start(&["--max-log", "64KiB", "--checkpoint-interval-ms", "100"]);
+    let dirs = Dirs::with_sidecars(&[("slow", guests::SLOW_BUT_OK, ALL)]);
+    let daemon = start(&dirs, &["--max-log", "64KiB", "--checkpoint-interval-ms", "100"]);
     // Each message takes the plugin about a millisecond.
     let body: String = format!(
         "[{}]",
@@ -385,7 +204,7 @@ fn at_the_bound_post_answers_503_with_retry_after_then_resumes() {
     );
     let mut refused = None;
     for _ in 0..200 {
-        match daemon.post(&body) {
+        match daemon.post_messages(&body) {
             (202, _) => {}
             (503, retry) => {
                 refused = Some(retry);
@@ -404,10 +223,10 @@ fn at_the_bound_post_answers_503_with_retry_after_then_resumes() {
 
 #[test]
 fn a_corrupt_tail_is_truncated_at_the_last_good_record_and_said() {
-    let dirs = Dirs::new(&[("tally", guests::DURABLE_TALLY, ALL)]);
-    let daemon = dirs.start(&[]);
+    let dirs = Dirs::with_sidecars(&[("tally", guests::DURABLE_TALLY, ALL)]);
+    let daemon = start(&dirs, &[]);
     daemon.post_durably(&numbered(0, 10));
-    wait_until("ten processed", || daemon.processed("tally") == 10);
+    daemon.eventually("ten processed", || daemon.processed("tally") == 10);
     daemon.stop();
     // A torn record at the end of the last segment, and the last good one damaged.
     let log_dir = dirs.data.path().join("log");
@@ -423,12 +242,12 @@ fn a_corrupt_tail_is_truncated_at_the_last_good_record_and_said() {
     bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2]);
     std::fs::write(last, &bytes).unwrap();
 
-    let daemon = dirs.start(&[]);
+    let daemon = start(&dirs, &[]);
     daemon.wait_log("torn or corrupt tail truncated");
     assert!(daemon.log().contains("after record 9"), "{}", daemon.log());
     daemon.post_durably(&numbered(100, 105));
-    wait_until("the new messages", || {
-        output(&dirs.output())
+    daemon.eventually("the new messages", || {
+        output(&dirs.output_file())
             .iter()
             .any(|m| m.type_ == "tally" && int(m, "n") == 104)
     });
@@ -437,8 +256,8 @@ fn a_corrupt_tail_is_truncated_at_the_last_good_record_and_said() {
 
 #[test]
 fn a_lagging_plugin_does_not_hold_back_a_fast_one() {
-    let dirs = Dirs::new(&[("slow", guests::SLOW_BUT_OK, ALL), ("hello", guests::HELLO, ALL)]);
-    let daemon = dirs.start(&[]);
+    let dirs = Dirs::with_sidecars(&[("slow", guests::SLOW_BUT_OK, ALL), ("hello", guests::HELLO, ALL)]);
+    let daemon = start(&dirs, &[]);
     // Each message takes the slow plugin about 50 ms.
     let body: String = format!(
         "[{}]",
@@ -448,25 +267,19 @@ fn a_lagging_plugin_does_not_hold_back_a_fast_one() {
             .join(",")
     );
     daemon.post_durably(&body);
-    wait_until("hello to greet all 100", || daemon.processed("hello") == 100);
+    daemon.eventually("hello to greet all 100", || daemon.processed("hello") == 100);
     let slow = daemon.plugin("slow");
     assert!(slow["lag"]["messages"].as_u64().unwrap() > 0, "{slow}");
     assert!(slow["lag"]["bytes"].as_u64().unwrap() > 0, "{slow}");
     assert_eq!(daemon.plugin("hello")["lag"]["messages"], 0);
-    wait_until("the greetings written", || {
-        output(&dirs.output())
+    daemon.eventually("the greetings written", || {
+        output(&dirs.output_file())
             .iter()
             .filter(|m| m.type_ == "hello.greeting")
             .count()
             == 100
     });
-    let metrics = agent()
-        .get(format!("{}/metrics", daemon.base))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let (_, metrics) = daemon.request("GET", "/metrics", None);
     assert!(
         metrics.contains("corral_lag_messages{plugin=\"slow\"}"),
         "{metrics}"
@@ -480,17 +293,17 @@ fn a_lagging_plugin_does_not_hold_back_a_fast_one() {
 #[test]
 fn a_swap_mid_stream_hands_the_cursor_over_with_no_gap_and_no_repeat() {
     const TOTAL: i64 = 4_000;
-    let dirs = Dirs::new(&[("tally", guests::SWAP_A, ALL)]);
-    let daemon = dirs.start(&[]);
+    let dirs = Dirs::with_sidecars(&[("tally", guests::SWAP_A, ALL)]);
+    let daemon = start(&dirs, &[]);
     daemon.post_durably(&numbered(0, 2_000));
-    wait_until("some processed", || daemon.processed("tally") > 0);
+    daemon.eventually("some processed", || daemon.processed("tally") > 0);
     std::fs::copy(guests::SWAP_B, dirs.plugins.path().join("tally.wasm")).unwrap();
     daemon.post_durably(&numbered(2_000, 3_000));
     daemon.wait_log("plugin replaced");
     daemon.post_durably(&numbered(3_000, TOTAL as usize));
-    wait_until("all processed", || daemon.processed("tally") == TOTAL as u64);
+    daemon.eventually("all processed", || daemon.processed("tally") == TOTAL as u64);
     daemon.stop();
-    let tallies: Vec<Message> = output(&dirs.output())
+    let tallies: Vec<Message> = output(&dirs.output_file())
         .into_iter()
         .filter(|m| m.type_ == "tally")
         .collect();
@@ -503,8 +316,8 @@ fn a_swap_mid_stream_hands_the_cursor_over_with_no_gap_and_no_repeat() {
 
 #[test]
 fn a_new_plugin_reads_from_the_end_or_from_the_earliest_message_kept() {
-    let dirs = Dirs::new(&[("first", guests::HELLO, ALL)]);
-    let daemon = dirs.start(&[]);
+    let dirs = Dirs::with_sidecars(&[("first", guests::HELLO, ALL)]);
+    let daemon = start(&dirs, &[]);
     let body = format!(
         "[{}]",
         (0..5)
@@ -513,14 +326,14 @@ fn a_new_plugin_reads_from_the_end_or_from_the_earliest_message_kept() {
             .join(",")
     );
     daemon.post_durably(&body);
-    wait_until("the first plugin", || daemon.processed("first") == 5);
+    daemon.eventually("the first plugin", || daemon.processed("first") == 5);
     dirs.add(
         "history",
         guests::HELLO,
         "start-from = \"earliest\"\n[matcher]\nall = true\n",
     );
     dirs.add("latest", guests::HELLO, ALL);
-    wait_until("both loaded", || {
+    daemon.eventually("both loaded", || {
         daemon
             .get("/plugins")
             .as_array()
@@ -531,11 +344,11 @@ fn a_new_plugin_reads_from_the_end_or_from_the_earliest_message_kept() {
             == 3
     });
     daemon.post_durably(r#"{"type":"t","logger":"new"}"#);
-    wait_until("history to reprocess", || daemon.processed("history") == 6);
-    wait_until("latest to see the new one", || daemon.processed("latest") == 1);
+    daemon.eventually("history to reprocess", || daemon.processed("history") == 6);
+    daemon.eventually("latest to see the new one", || daemon.processed("latest") == 1);
     daemon.stop();
     let mut greeted: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for m in output(&dirs.output()) {
+    for m in output(&dirs.output_file()) {
         let plugin = id(&m).split('/').next().unwrap().to_owned();
         greeted.entry(plugin).or_default().push(m.payload);
     }
@@ -545,19 +358,21 @@ fn a_new_plugin_reads_from_the_end_or_from_the_earliest_message_kept() {
 
 #[test]
 fn a_clean_restart_replays_nothing() {
-    let dirs = Dirs::new(&[("tally", guests::DURABLE_TALLY, ALL)]);
-    let daemon = dirs.start(&[]);
+    let dirs = Dirs::with_sidecars(&[("tally", guests::DURABLE_TALLY, ALL)]);
+    let daemon = start(&dirs, &[]);
     daemon.post_durably(&numbered(0, 500));
-    wait_until("all processed", || daemon.processed("tally") == 500);
+    daemon.eventually("all processed", || daemon.processed("tally") == 500);
     let log = daemon.stop();
     assert!(log.contains("saved=[\"tally\"]"), "{log}");
-    let daemon = dirs.start(&[]);
+    let daemon = start(&dirs, &[]);
     daemon.post_durably(r#"{"type":"tally.report"}"#);
-    wait_until("the report", || {
-        output(&dirs.output()).iter().any(|m| m.type_ == "tally.report")
+    daemon.eventually("the report", || {
+        output(&dirs.output_file())
+            .iter()
+            .any(|m| m.type_ == "tally.report")
     });
     daemon.stop();
-    let out = output(&dirs.output());
+    let out = output(&dirs.output_file());
     assert_eq!(
         out.iter().filter(|m| m.type_ == "tally").count(),
         500,
@@ -570,8 +385,8 @@ fn a_clean_restart_replays_nothing() {
 #[test]
 fn a_plugin_that_fell_behind_gets_its_messages_in_batches_in_order() {
     const MESSAGES: usize = 200;
-    let dirs = Dirs::new(&[("probe", guests::BATCH_PROBE, ALL)]);
-    let daemon = dirs.start(&[]);
+    let dirs = Dirs::with_sidecars(&[("probe", guests::BATCH_PROBE, ALL)]);
+    let daemon = start(&dirs, &[]);
     // A slow first message: the others are in the log behind it.
     daemon.post_durably(r#"{"type":"wait","payload":"slow","fields":{"ms":300}}"#);
     let body = format!(
@@ -582,12 +397,12 @@ fn a_plugin_that_fell_behind_gets_its_messages_in_batches_in_order() {
             .join(",")
     );
     daemon.post_durably(&body);
-    wait_until("all processed", || {
+    daemon.eventually("all processed", || {
         daemon.processed("probe") == MESSAGES as u64 + 1
     });
     let calls = daemon.plugin("probe")["reader"]["calls"].as_u64().unwrap();
     daemon.stop();
-    let payloads: Vec<String> = output(&dirs.output())
+    let payloads: Vec<String> = output(&dirs.output_file())
         .into_iter()
         .filter(|m| m.type_ == "probe.seen")
         .map(|m| m.payload)
@@ -597,7 +412,7 @@ fn a_plugin_that_fell_behind_gets_its_messages_in_batches_in_order() {
         .collect();
     assert_eq!(payloads, expected, "every message, in order");
     assert!(
-        calls <= 1 + MESSAGES.div_ceil(corral::MAX_BATCH) as u64 + 2,
+        calls <= 1 + MESSAGES.div_ceil(corral_daemon::MAX_BATCH) as u64 + 2,
         "{calls} calls for {} messages: not batched",
         MESSAGES + 1
     );
@@ -605,21 +420,21 @@ fn a_plugin_that_fell_behind_gets_its_messages_in_batches_in_order() {
 
 #[test]
 fn a_terminated_plugins_cursor_waits_for_its_replacement() {
-    let dirs = Dirs::new(&[("probe", guests::BATCH_PROBE, ALL)]);
-    let daemon = dirs.start(&[]);
+    let dirs = Dirs::with_sidecars(&[("probe", guests::BATCH_PROBE, ALL)]);
+    let daemon = start(&dirs, &[]);
     daemon.post_durably(r#"{"type":"fatal","payload":"stop"}"#);
-    wait_until("the plugin terminated", || {
+    daemon.eventually("the plugin terminated", || {
         daemon.plugin("probe")["state"] == "terminated"
     });
     daemon.post_durably(r#"[{"type":"ok","payload":"a"},{"type":"ok","payload":"b"}]"#);
-    wait_until("the reader to wait", || {
+    daemon.eventually("the reader to wait", || {
         daemon.plugin("probe")["reader"]["waiting"] == true
     });
     assert!(daemon.plugin("probe")["lag"]["messages"].as_u64().unwrap() >= 2);
     // The same file again brings a terminated plugin back.
     std::fs::copy(guests::BATCH_PROBE, dirs.plugins.path().join("probe.wasm")).unwrap();
-    wait_until("the waiting messages processed", || {
-        let seen: Vec<String> = output(&dirs.output())
+    daemon.eventually("the waiting messages processed", || {
+        let seen: Vec<String> = output(&dirs.output_file())
             .into_iter()
             .filter(|m| m.type_ == "probe.seen")
             .map(|m| m.payload)

@@ -1,7 +1,7 @@
 //! An embedder crate outside the workspace, depending on `corral` alone, as a user's
 //! program would: it defines a host function with `bindgen!`, loads a guest importing
 //! it, watches a directory and hot-swaps the guest while calling it. The crate is
-//! `host/examples/host-functions.rs`, built here as a package of its own.
+//! `host/corral/examples/host-functions.rs`, built here as a package of its own.
 
 use std::fs;
 use std::path::Path;
@@ -17,9 +17,9 @@ fn root() -> &'static Path {
 #[test]
 fn an_embedder_crate_outside_the_workspace_hot_swaps_a_guest_using_its_host_function() {
     let temp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    // The example finds its WIT at `../guests/lookup-host/wit/` from its crate's root, as
-    // it does in the repository: mirror that layout.
-    let krate = temp.path().join("host");
+    // The example finds its WIT at `../../guests/lookup-host/wit/` from its crate's root,
+    // as it does in the repository: mirror that layout.
+    let krate = temp.path().join("host/corral");
     let wit = temp.path().join("guests/lookup-host/wit");
     fs::create_dir_all(krate.join("src")).unwrap();
     fs::create_dir_all(&wit).unwrap();
@@ -29,14 +29,14 @@ fn an_embedder_crate_outside_the_workspace_hot_swaps_a_guest_using_its_host_func
     )
     .unwrap();
     fs::copy(
-        root().join("host/examples/host-functions.rs"),
+        root().join("host/corral/examples/host-functions.rs"),
         krate.join("src/main.rs"),
     )
     .unwrap();
     // The workspace's lock file, so the build resolves offline to the same versions, and
     // its dev profile, so the build shares the workspace's compiled dependencies.
     fs::copy(root().join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
-    let corral = root().join("host").canonicalize().unwrap();
+    let corral = root().join("host/corral").canonicalize().unwrap();
     fs::write(
         krate.join("Cargo.toml"),
         format!(

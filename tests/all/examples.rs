@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use corral::{Message, PluginOptions, Registry, Sidecar, StateHandoff, Value};
+use corral_daemon::{DaemonSections, Routes};
 use corral_test_guests as guests;
 
 use crate::support::{host, load_as};
@@ -22,8 +23,9 @@ fn every_example_sidecar_parses() {
     for entry in std::fs::read_dir(plugins_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let sidecar = Sidecar::load(&path).unwrap_or_else(|e| panic!("{e}"));
-            assert!(sidecar.is_some(), "{}", path.display());
+            // The examples are the daemon's: its keys (matcher, ticker) are welcome.
+            let text = std::fs::read_to_string(&path).unwrap();
+            Sidecar::parse_at_with(&text, &path, Some(&DaemonSections)).unwrap_or_else(|e| panic!("{e}"));
             seen += 1;
         }
     }
@@ -104,9 +106,9 @@ fn config_as_code_computes_the_configuration() {
 #[test]
 fn a_hook_runs_on_the_message_type_its_sidecar_matches() {
     let registry = Registry::new(host().clone());
-    let sidecar = Sidecar::load(&plugins_dir().join("on-deploy.toml"))
-        .unwrap()
-        .unwrap();
+    let path = plugins_dir().join("on-deploy.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let sidecar = Sidecar::parse_at_with(&text, &path, Some(&DaemonSections)).unwrap();
     let bytes = std::fs::read(guests::ON_DEPLOY).unwrap();
     registry.install("on-deploy", &bytes, sidecar).unwrap();
     let push = |branch: &str| {
@@ -115,8 +117,10 @@ fn a_hook_runs_on_the_message_type_its_sidecar_matches() {
             .with_field("commit", Value::String("abc123".into()))
             .with_field("author", Value::String("eve".into()))
     };
-    assert_eq!(registry.matching(&push("main")), ["on-deploy"]);
-    assert!(registry.matching(&Message::new("git.tag")).is_empty());
+    // The daemon routes with its own table of the sidecar's matcher.
+    let routes = Routes::new(registry.clone());
+    assert_eq!(routes.matching(&push("main")), ["on-deploy"]);
+    assert!(routes.matching(&Message::new("git.tag")).is_empty());
     let deployed = registry
         .process_message("on-deploy", &push("main"))
         .unwrap()

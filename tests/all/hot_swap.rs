@@ -365,22 +365,25 @@ pub(crate) fn cache_entries(root: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn sidecar_matchers_choose_which_plugins_a_message_reaches() {
-    let dir = watched(&[("hello.wasm", guests::HELLO), ("counter.wasm", guests::COUNTER)]);
-    let login = Message::new("login");
-    assert!(
-        dir.registry.matching(&login).is_empty(),
-        "no matcher, no messages"
+    // The matcher is the daemon's key: its table follows the registry's sidecars.
+    let options = corral::WatchOptions {
+        sections: Some(Arc::new(corral_daemon::DaemonSections)),
+        ..corral::WatchOptions::default()
+    };
+    let dir = watched_with(
+        &[("hello.wasm", guests::HELLO), ("counter.wasm", guests::COUNTER)],
+        options,
     );
+    let routes = corral_daemon::Routes::new(dir.registry.clone());
+    let login = Message::new("login");
+    assert!(routes.matching(&login).is_empty(), "no matcher, no messages");
     dir.put("hello.toml", b"[matcher]\ntype = [\"login\", \"auth.*\"]\n");
     dir.wait("replace", replaced("hello"));
     dir.put("counter.toml", b"[matcher]\nall = true\n");
     dir.wait("replace", replaced("counter"));
-    assert_eq!(dir.registry.matching(&login), ["counter", "hello"]);
-    assert_eq!(
-        dir.registry.matching(&Message::new("auth.fail")),
-        ["counter", "hello"]
-    );
-    assert_eq!(dir.registry.matching(&Message::new("logout")), ["counter"]);
+    assert_eq!(routes.matching(&login), ["counter", "hello"]);
+    assert_eq!(routes.matching(&Message::new("auth.fail")), ["counter", "hello"]);
+    assert_eq!(routes.matching(&Message::new("logout")), ["counter"]);
 }
 
 #[test]

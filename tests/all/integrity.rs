@@ -97,7 +97,7 @@ fn the_logger_is_always_the_plugins_name() {
 fn the_hosts_own_types_cannot_be_forged() {
     let forger = load("forger-reserved", guests::FORGER);
     for type_ in [
-        corral::TERMINATED_TYPE,
+        corral_daemon::TERMINATED_TYPE,
         "corral.anything",
         "CORRAL.Plugin-Terminated",
     ] {

@@ -47,6 +47,8 @@ mod integrity;
 mod bad_files;
 // `corral run`, the daemon, end to end against the real binary.
 mod daemon;
+// Decoders and their inputs: tail across rotation, syslog sockets, kill -9, swaps.
+mod decoders;
 // The dashboard at `GET /`, in a real headless browser against the daemon.
 mod dashboard;
 // Daemons sharing a NATS JetStream stream by partition: leases, takeover after
@@ -66,3 +68,5 @@ mod host_functions;
 mod exports;
 // An embedder crate outside the workspace, depending on `corral` alone.
 mod embedder;
+// The README and docs/: every relative link resolves; the sidecar example parses.
+mod docs;

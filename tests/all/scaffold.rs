@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use corral::{Limits, Message, Sidecar, Value};
+use corral_daemon::{DaemonSections, Settings};
 use corral_test_guests as guests;
 
 use crate::support::{load_as, polyglot};
@@ -50,7 +51,8 @@ fn build(command: &mut Command) {
 /// a `NAME.seen` message naming the type of the message it was given.
 fn loads_and_answers(name: &str, wasm: &Path, project: &Path) {
     let sidecar_path = project.join(format!("{name}.toml"));
-    let sidecar = Sidecar::parse(&std::fs::read_to_string(&sidecar_path).unwrap()).unwrap();
+    let text = std::fs::read_to_string(&sidecar_path).unwrap();
+    let sidecar = Sidecar::parse_with(&text, Some(&DaemonSections)).unwrap();
     let plugin = load_as(name, wasm.to_str().unwrap(), sidecar.options);
     let outcome = plugin.process_message(&Message::new("login")).unwrap();
     assert_eq!(outcome.emitted.len(), 1, "{outcome:?}");
@@ -79,9 +81,9 @@ fn every_project_carries_the_host_wit_and_a_sidecar_of_the_defaults() {
         assert!(project.join("README.md").is_file(), "{lang}");
 
         let text = std::fs::read_to_string(project.join(format!("{name}.toml"))).unwrap();
-        let sidecar = Sidecar::parse(&text).unwrap();
+        Sidecar::parse_with(&text, Some(&DaemonSections)).unwrap();
         assert!(
-            sidecar.matcher.is_some_and(|m| m.all),
+            Settings::parse(&text).unwrap().matcher.is_some_and(|m| m.all),
             "{lang}: the plugin takes every message"
         );
         // Uncommented, each commented limit sets its default.
@@ -108,7 +110,7 @@ fn every_project_carries_the_host_wit_and_a_sidecar_of_the_defaults() {
             })
             .collect();
         assert_eq!(uncommented, keys.len(), "{lang}");
-        let sidecar = Sidecar::parse(&text.join("\n")).unwrap();
+        let sidecar = Sidecar::parse_with(&text.join("\n"), Some(&DaemonSections)).unwrap();
         assert_eq!(sidecar.options.limits, Limits::default(), "{lang}");
     }
 }
@@ -196,4 +198,83 @@ fn a_javascript_project_builds_with_npm_run_build_and_loads() {
             .current_dir(&project),
     );
     loads_and_answers("new-js", &project.join("new-js.wasm"), &project);
+}
+
+/// Decodes two records with the decoder project built at `wasm`: one message, one
+/// failure, as the template does.
+fn decodes(name: &str, wasm: &Path, project: &Path) {
+    let text = std::fs::read_to_string(project.join(format!("{name}.toml"))).unwrap();
+    let sidecar = Sidecar::parse(&text).unwrap();
+    assert!(sidecar.input.is_some(), "a decoder's sidecar has an [input]");
+    let plugin = load_as(name, wasm.to_str().unwrap(), sidecar.options);
+    assert!(plugin.decodes());
+    let records = [
+        corral::RawRecord {
+            path: "/var/log/x.log",
+            offset: 7,
+            ..corral::RawRecord::new(b"hello")
+        },
+        corral::RawRecord::new(b""),
+    ];
+    let outcome = plugin.decode(&records).unwrap();
+    assert_eq!(outcome.emitted.len(), 1, "{outcome:?}");
+    assert_eq!(outcome.emitted[0].type_, name);
+    assert_eq!(outcome.emitted[0].payload, "hello");
+    assert_eq!(outcome.emitted[0].field("length"), Some(&Value::Int(5)));
+    assert_eq!(outcome.emitted[0].field("offset"), Some(&Value::Int(7)));
+    assert_eq!(outcome.failed.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [1]);
+}
+
+fn corral_new_decoder(name: &str, lang: &str, dir: &Path) -> PathBuf {
+    let output = Command::new(crate::support::corral_exe())
+        .args(["new", name, "--kind", "decoder", "--lang", lang, "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    dir.join(name)
+}
+
+#[test]
+fn decoder_projects_build_in_rust_python_and_javascript_and_decode() {
+    let temp = tempfile::tempdir().unwrap();
+    let project = corral_new_decoder("new-decoder", "rust", temp.path());
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("new-projects");
+    build(
+        Command::new(env!("CARGO"))
+            .args(["build", "--release"])
+            .env("CARGO_TARGET_DIR", &target)
+            .current_dir(&project),
+    );
+    decodes(
+        "new-decoder",
+        &target.join("wasm32-wasip2/release/new_decoder.wasm"),
+        &project,
+    );
+    if let Some(tool) = polyglot(guests::COMPONENTIZE_PY) {
+        let project = corral_new_decoder("py-decoder", "python", temp.path());
+        build(
+            Command::new(tool)
+                .args(["--wit-path", "wit", "--world", "decoder", "componentize", "app"])
+                .args(["--output", "py-decoder.wasm"])
+                .current_dir(&project),
+        );
+        decodes("py-decoder", &project.join("py-decoder.wasm"), &project);
+    }
+    if let Some(tool) = polyglot(guests::COMPONENTIZE_JS) {
+        let project = corral_new_decoder("js-decoder", "js", temp.path());
+        let bin = Path::new(tool).parent().unwrap();
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+        build(
+            Command::new("npm")
+                .args(["run", "--silent", "build"])
+                .env("PATH", path)
+                .current_dir(&project),
+        );
+        decodes("js-decoder", &project.join("js-decoder.wasm"), &project);
+    }
 }

@@ -1,4 +1,6 @@
-//! Helpers shared by every test module.
+//! Helpers shared by every test module: one host, loading guests, the one bounded
+//! wait ([`eventually`]), the watch-directory harness ([`watched`]) and the daemon
+//! harness ([`daemon`]).
 
 use std::fs;
 use std::path::PathBuf;
@@ -70,13 +72,44 @@ pub fn message(type_: &str, logger: &str) -> Message {
 /// Waits until `condition` holds, checking every few milliseconds, for at most `bound`;
 /// panics naming `what` if it never does. The one bounded wait of the suite: no test
 /// sleeps and hopes.
-pub fn eventually(what: &str, bound: Duration, mut condition: impl FnMut() -> bool) {
+#[track_caller]
+pub fn eventually(what: &str, bound: Duration, condition: impl FnMut() -> bool) {
+    eventually_or(what, bound, condition, String::new);
+}
+
+/// As [`eventually`], with `context()` (a daemon's log, say) in the panic on a timeout.
+/// The checks start 5 ms apart and back off to 20 ms, so that a condition that asks a
+/// daemon over HTTP does not flood it.
+#[track_caller]
+pub fn eventually_or(
+    what: &str,
+    bound: Duration,
+    mut condition: impl FnMut() -> bool,
+    context: impl FnOnce() -> String,
+) {
     let deadline = Instant::now() + bound;
+    let mut pause = Duration::from_millis(5);
     while !condition() {
-        assert!(Instant::now() < deadline, "{what}: not within {bound:?}");
-        std::thread::sleep(Duration::from_millis(5));
+        if Instant::now() >= deadline {
+            let context = context();
+            let sep = if context.is_empty() { "" } else { "\n" };
+            panic!("{what}: not within {bound:?}{sep}{context}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
+
+/// The peak resident memory of the process `pid` (or `"self"`) in bytes, from
+/// `/proc/PID/status`.
+pub fn peak_rss(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() << 10
+}
+
+// The daemon harness: `corral run` on temporary directories.
+pub mod daemon;
 
 // The watch-directory harness: a temporary directory a registry watches, its events,
 // and helpers to change it.

@@ -1,7 +1,7 @@
 //! The baseline tier: a component new to the host serves from Winch's code at once and
 //! moves to Cranelift's where nothing is lost.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use corral::{Host, Message, Plugin, PluginOptions, Tier, Value};
 use corral_test_guests as guests;
@@ -26,11 +26,9 @@ fn load(host: &Host, name: &str, path: &str) -> Plugin {
 
 /// Waits, with a bound, for the background compile of the optimised code to end.
 fn wait_for_optimised(host: &Host) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while host.compile_stats().compiled == 0 {
-        assert!(Instant::now() < deadline, "the optimised code never came");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    crate::support::eventually("the optimised code", Duration::from_secs(120), || {
+        host.compile_stats().compiled > 0
+    });
 }
 
 #[test]

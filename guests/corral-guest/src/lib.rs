@@ -66,10 +66,37 @@ pub mod batch_bindings {
     });
 }
 
+/// The raw bindings of the `decoder` world: its imports and types are those of
+/// [`bindings`]; its exports are its own [`Guest`](decoder_bindings::Guest) trait and the
+/// [`export_decoder!`] macro.
+pub mod decoder_bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "decoder",
+        with: {
+            "corral:plugin/types@0.1.0": crate::bindings::corral::plugin::types,
+            "corral:plugin/log@0.1.0": crate::bindings::corral::plugin::log,
+            "corral:plugin/config@0.1.0": crate::bindings::corral::plugin::config,
+            "corral:plugin/store@0.1.0": crate::bindings::corral::plugin::store,
+            "corral:plugin/emit@0.1.0": crate::bindings::corral::plugin::emit,
+        },
+        export_macro_name: "export_decoder",
+        pub_export_macro: true,
+        default_bindings_module: "corral_guest::decoder_bindings",
+    });
+}
+
+mod decoder;
+pub use decoder::{DecodeError, Decoder, RawRecord};
+pub use decoder_bindings::Guest as DecoderGuest;
+pub use decoder_bindings::export_decoder;
+
 pub use batch_bindings::Guest as BatchGuest;
 pub use batch_bindings::export_plugin;
 pub use bindings::corral::plugin::log::Level;
-pub use bindings::corral::plugin::types::{Batch, BatchFailure, Failure, Field, Message, OutMessage, Value};
+pub use bindings::corral::plugin::types::{
+    Batch, BatchFailure, Decoded, Failure, Field, Message, OutMessage, RawBatch, Value,
+};
 pub use bindings::corral::plugin::{config, store};
 pub use bindings::{Guest, export};
 
