@@ -352,7 +352,10 @@ fn three_daemons_share_partitions_survive_kill_9_and_deploy_through_the_object_s
         let partition = int(message, "corral.partition");
         assert_eq!(
             partition,
-            i64::from(corral::cluster::partition_of_key(&number.to_string(), PARTITIONS)),
+            i64::from(corral_daemon::cluster::partition_of_key(
+                &number.to_string(),
+                PARTITIONS
+            )),
             "{message}"
         );
         let count = int(message, "count");

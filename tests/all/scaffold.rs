@@ -204,8 +204,11 @@ fn a_javascript_project_builds_with_npm_run_build_and_loads() {
 /// failure, as the template does.
 fn decodes(name: &str, wasm: &Path, project: &Path) {
     let text = std::fs::read_to_string(project.join(format!("{name}.toml"))).unwrap();
-    let sidecar = Sidecar::parse(&text).unwrap();
-    assert!(sidecar.input.is_some(), "a decoder's sidecar has an [input]");
+    let sidecar = Sidecar::parse_with(&text, Some(&corral_daemon::DaemonSections)).unwrap();
+    assert!(
+        corral_daemon::Settings::of(&sidecar).input.is_some(),
+        "a decoder's sidecar has an [input]"
+    );
     let plugin = load_as(name, wasm.to_str().unwrap(), sidecar.options);
     assert!(plugin.decodes());
     let records = [

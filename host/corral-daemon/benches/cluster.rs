@@ -167,7 +167,7 @@ fn run(daemons: usize, n: usize, takeover: bool) -> (f64, f64, f64, f64, Option<
         let mut acks = Vec::new();
         for i in 0..n {
             let key = i.to_string();
-            let partition = corral::cluster::partition_of_key(&key, PARTITIONS);
+            let partition = corral_daemon::cluster::partition_of_key(&key, PARTITIONS);
             let body = format!(r#"{{"type":"tally.in","fields":{{"k":"{key}","n":{i}}}}}"#);
             acks.push(
                 js.publish(format!("corral.in.{partition}"), body.into())
