@@ -505,8 +505,15 @@
     setText(f.max, nanos(Math.max(pm.max_duration_ns, te.max_duration_ns)));
     setText(f.queue, p.reader ? counts.format(p.reader.processed) : '–');
     setText(f.rejected, p.reader ? counts.format(p.reader.skipped) : '–');
-    f.lag.parentElement.hidden = p.lag === undefined;
-    if (p.lag !== undefined) setText(f.lag, p.lag === null ? '–' : counts.format(p.lag.messages));
+    // A reader's lag is messages behind the log; a decoder's is bytes behind its input's files.
+    const files = p.input && Array.isArray(p.input.files) ? p.input.files : null;
+    f.lag.parentElement.hidden = p.lag === undefined && files === null;
+    if (p.lag !== undefined) {
+        setText(f.lag, p.lag === null ? '–' : counts.format(p.lag.messages));
+    } else if (files !== null) {
+        setText(f.lag, bytes(files.reduce((n, file) => n + (file.behind_bytes || 0), 0)));
+        f.lag.title = `bytes behind the end of the ${files.length} file(s) its input follows`;
+    }
 
     const limits = p.limits || {};
     bar(f.memoryFill, stats.memory_bytes, limits.memory_bytes);
