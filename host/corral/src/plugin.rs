@@ -608,8 +608,7 @@ impl Plugin {
     /// Logs a warning about the plugin, through its log gate (see [`LogGate`]).
     fn warn(&self, line: std::fmt::Arguments<'_>) {
         let admitted = lock(&self.gate).admit();
-        if let Some(suppressed) = admitted {
-            crate::output::report_suppressed(self.name(), suppressed);
+        if crate::output::gate_report(self.name(), admitted) {
             tracing::warn!(plugin = self.name(), "{line}");
         }
     }
