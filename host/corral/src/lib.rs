@@ -28,6 +28,39 @@
 //! `docs/embedding.md` and `docs/host-functions.md` (host functions of the embedder's
 //! own), are compiled with the crate's doctests.
 
+//!
+//! # Layout
+//!
+//! The crate is six rooms, each a folder, and data flows one way: a room uses the rooms
+//! before it and never one after it, so a change to how plugins are swapped cannot
+//! reach into how a guest's memory is counted.
+//!
+//! 1. **`contract`** — what `wit/` says, as Rust: the generated bindings, the versions
+//!    this host speaks, [`Message`], the flat layouts that carry messages (`batch`) and
+//!    raw records ([`RawRecord`]) into a guest, and the engine-free half of the check that
+//!    a component fits its world ([`Mismatch`]).
+//! 2. **`sandbox`** — one instance in its own store and what it may do: [`Limits`], the
+//!    memory limiter, the deadline (blocking WASI calls included), output capture and
+//!    the log gate, the host side of `corral:plugin/*` (`imports`), the key-value
+//!    [`KvStore`], directory grants, contract [`Violation`]s, and the embedder's host
+//!    functions ([`HostCtx`]).
+//! 3. **`plugin`** — a [`Plugin`]: calls into its sandbox (`call`, `run`), the failure
+//!    policy and termination, restarts, the move from baseline to optimised code,
+//!    saved state, calls of exports by name, and its [`Stats`] and [`CallError`]s.
+//! 4. **`loader`** — the [`Host`]: engines, linker and epoch thread (`builder`), compile
+//!    limits and the compile worker (`compile`), the memo, single-flight compiles and the
+//!    disk cache (`compiling`, `cache`), the check against the world (`link`), name policy
+//!    and file sniffing (`names`), and [`LoadError`].
+//! 5. **`registry`** — plugins by name, swapped in place: the swap protocol (`swap`), calls
+//!    that follow the name across swaps (`calls`), saved state across restarts (`saved`)
+//!    through a [`StateStore`], and the [`Sidecar`] a plugin is installed with.
+//! 6. **`watch`** — the watch directory: files and sidecars turned into installs and
+//!    unloads ([`Watcher`]).
+//!
+//! Inside a room, files may refer to each other (an `impl Plugin` split by concept across
+//! `plugin/*.rs`); between rooms, only forward. Everything an embedder uses is
+//! re-exported here at the crate root, so the rooms can move without breaking them.
+
 #![deny(missing_docs)]
 
 /// Locks `m`, poisoned or not. Nothing panics while Corral's locks are held except
@@ -45,32 +78,12 @@ macro_rules! plugin_version {
     };
 }
 
-mod batch;
-mod cache;
-mod compile;
-mod current;
-mod deadline;
-mod decoder;
-mod embedder;
-mod engine;
-mod error;
-mod export;
-mod grants;
-mod host;
-mod imports;
-mod limits;
-mod message;
-mod output;
+mod contract;
+mod loader;
 mod plugin;
 mod registry;
-mod restart;
 mod sandbox;
-mod sidecar;
-mod stats;
-mod store;
-mod tier;
-mod watcher;
-mod world;
+mod watch;
 
 // The guides' code, compiled and run as doctests so it cannot drift from the API.
 #[cfg(doctest)]
@@ -80,25 +93,28 @@ struct EmbeddingGuide;
 #[doc = include_str!("../../../docs/host-functions.md")]
 struct HostFunctionsGuide;
 
-pub use compile::{CompileLimit, CompileLimits, CompileWorker, ComponentCost, compile_worker_main};
-pub use decoder::RawRecord;
-pub use embedder::{HostCtx, HostGetter, HostLinker};
-pub use error::{CallError, LoadError, Mismatch, Violation, WORLD};
-pub use host::{CompileStats, Host, HostBuilder, HostError, content_version, validate_name};
-pub use limits::{Limit, Limits, parse_size};
-pub use message::{DEFAULT_SEVERITY, Field, GUEST_LOGGER_FIELD, Message, Value, now_ns};
-pub use output::{LogLevel, LogLine, LogSource, escape};
-pub use plugin::{BatchOutcome, CallOutcome, DirGrant, Plugin, PluginOptions, PluginState};
-pub use registry::{Event, Installed, PluginHandle, PluginStatus, Registry, StateHandoff};
-pub use restart::{RestartPolicy, RestartStatus};
-pub use sandbox::SandboxState;
-pub use sidecar::{Sidecar, SidecarSections};
-pub use stats::{EntryStats, Stats, TIMING_SAMPLE};
-pub use store::{KvStore, MemoryStore, StateStore, StoreError};
-pub use tier::Tier;
+pub use contract::message::{DEFAULT_SEVERITY, Field, GUEST_LOGGER_FIELD, Message, Value, now_ns};
+pub use contract::mismatch::Mismatch;
+pub use contract::raw::RawRecord;
+pub use contract::{PLUGIN_PACKAGE_VERSION, WASI_VERSION, WORLD, WorldReport};
+pub use loader::{
+    CompileLimit, CompileLimits, CompileStats, CompileWorker, ComponentCost, Host, HostBuilder, HostError,
+    LoadError, compile_worker_main, content_version, validate_name,
+};
+pub use plugin::{
+    BatchOutcome, CallError, CallOutcome, EntryStats, Plugin, PluginOptions, PluginState, RestartPolicy,
+    RestartStatus, Stats, TIMING_SAMPLE,
+};
+pub use registry::{
+    Event, Installed, PluginHandle, PluginStatus, Registry, Sidecar, SidecarSections, StateHandoff,
+};
+pub use sandbox::embedder::{HostCtx, HostGetter, HostLinker};
+pub use sandbox::limits::{Limit, Limits, parse_size};
+pub use sandbox::output::{LogLevel, LogLine, LogSource, escape};
+pub use sandbox::store::{KvStore, MemoryStore, StateStore, StoreError};
+pub use sandbox::{DirGrant, SandboxState, Tier, Violation};
 /// The wasmtime this Corral is built on, for an embedder's `bindgen!` and `Val`s: use it
 /// rather than a `wasmtime` dependency of your own, so the two never differ.
 pub use wasmtime;
 pub use wasmtime::Trap;
-pub use watcher::{DEBOUNCE, WatchError, WatchOptions, Watcher};
-pub use world::{PLUGIN_PACKAGE_VERSION, WASI_VERSION, WorldReport};
+pub use watch::{DEBOUNCE, WatchError, WatchOptions, Watcher};

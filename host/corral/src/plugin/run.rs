@@ -1,0 +1,350 @@
+//! Running one call on the plugin's instance: arming its budgets, entering the guest
+//! through the entry point of its world, and telling what stopped it.
+
+use std::sync::Arc;
+
+use wasmtime::Trap;
+use wasmtime::component::Resource;
+
+use super::fault::{Fault, check_failures, classify, failure_text, panic_message};
+use super::{CallError, CallOutcome, Cell, Done, Entry, Facts, Instance, Plugin};
+use crate::contract::bindings::corral::plugin::types::Failure;
+use crate::sandbox::output::{escape, escaped_len};
+use crate::sandbox::{Entries, Limit, Sandbox, hostcall_fuel, lend};
+
+impl Plugin {
+    /// Runs one call on the plugin's instance, making a fresh one first if the last call
+    /// trapped. Drops the instance again if this call traps.
+    pub(super) fn run(
+        &self,
+        cell: &mut Cell,
+        entry: Entry<'_>,
+        restarted: &mut bool,
+    ) -> (Result<Done, CallError>, Facts) {
+        let mut facts = Facts {
+            fuel_used: 0,
+            output_used: 0,
+            memory: 0,
+            peak_memory: 0,
+            emitted: 0,
+        };
+        let plugin = || self.name().to_owned();
+        if cell.upgrade.is_some() && self.tier_up(cell) {
+            *restarted = true;
+        }
+        if cell.sandbox.is_none() {
+            match self.spec.instantiate(&cell.code) {
+                Ok(sandbox) => {
+                    *restarted = true;
+                    cell.sandbox = Some(Instance {
+                        sandbox,
+                        tier: cell.code.tier,
+                        called: false,
+                    });
+                }
+                Err(e) => return (Err(self.start_failed(e)), facts),
+            }
+        }
+        let host_error = |reason: String| CallError::Host {
+            plugin: plugin(),
+            reason,
+        };
+        let Cell {
+            sandbox, batch, raw, ..
+        } = cell;
+        let instance = sandbox.as_mut().expect("instantiated above");
+        instance.called = true;
+        let Sandbox {
+            store,
+            entries,
+            instance: handle,
+            ..
+        } = &mut instance.sandbox;
+        let messages = match entry {
+            Entry::Messages(messages) => messages.len(),
+            Entry::Records(records) => records.len(),
+            Entry::Timer(_) | Entry::Export(_) => 1,
+        };
+        let scale = u32::try_from(messages).unwrap_or(u32::MAX);
+        if let Err(e) = self.spec.arm_for(store, scale) {
+            return (Err(host_error(format!("{e:#}"))), facts);
+        }
+        {
+            let data = store.data_mut();
+            data.emitted.clear();
+            data.emit_refused = false;
+            data.violation = None;
+            data.limiter.refused = None;
+        }
+        // Every entry point's answer as the failures it reports, by message.
+        let single = |r: wasmtime::Result<Result<(), Failure>>| {
+            r.map(|r| r.err().map(|f| (0, f)).into_iter().collect())
+        };
+        let result: wasmtime::Result<Vec<(u32, Failure)>> = match (entry, entries) {
+            (Entry::Export(export), _) => {
+                if let Err(reason) = export.find(store, handle) {
+                    self.spec.output.end();
+                    return (
+                        Err(CallError::Export {
+                            plugin: plugin(),
+                            export: String::new(),
+                            reason,
+                        }),
+                        facts,
+                    );
+                }
+                export.call(store).map(|()| Vec::new())
+            }
+            (Entry::Messages(messages), Entries::Filter(filter)) => {
+                debug_assert_eq!(messages.len(), 1, "a filter plugin takes one message per call");
+                single(lend(store, messages.get(0), |store| {
+                    filter.call_process_message(store, Resource::new_borrow(0))
+                }))
+            }
+            (Entry::Messages(messages), Entries::Batch { process, .. }) => {
+                // The guest's copy of the last batch is gone when its call returned; ours
+                // is shared with nobody now, and is refilled in place.
+                let Some(buffers) = Arc::get_mut(batch) else {
+                    unreachable!("a batch is shared only during its call")
+                };
+                if crate::contract::batch::fill(buffers, messages).is_err() {
+                    self.spec.output.end();
+                    let error = host_error(format!(
+                        "{} messages do not fit one batch (over 4 GiB of text)",
+                        messages.len()
+                    ));
+                    return (Err(error), facts);
+                }
+                process
+                    .call(&mut *store, (batch.clone(),))
+                    .map(|(failures,)| failures.into_iter().map(|f| (f.index, f.failure)).collect())
+            }
+            (Entry::Records(records), Entries::Decoder { decode, .. }) => {
+                let Some(buffers) = Arc::get_mut(raw) else {
+                    unreachable!("a raw batch is shared only during its call")
+                };
+                if crate::contract::raw::fill(buffers, records).is_err() {
+                    self.spec.output.end();
+                    let error = host_error(format!(
+                        "{} records do not fit one batch (over 4 GiB of text)",
+                        records.len()
+                    ));
+                    return (Err(error), facts);
+                }
+                decode.call(&mut *store, (raw.clone(),)).and_then(|(decoded,)| {
+                    // The messages returned are taken as if emitted, one by one: the
+                    // same checks, the same caps, the same order.
+                    use crate::contract::bindings::corral::plugin::emit::Host as _;
+                    for message in decoded.messages {
+                        store.data_mut().emit(message)?;
+                    }
+                    Ok(decoded
+                        .failures
+                        .into_iter()
+                        .map(|f| (f.index, f.failure))
+                        .collect())
+                })
+            }
+            (Entry::Records(_), _) | (Entry::Messages(_), Entries::Decoder { .. }) => {
+                self.spec.output.end();
+                return (
+                    Err(host_error("the call does not fit the plugin's world".to_owned())),
+                    facts,
+                );
+            }
+            (Entry::Timer(now_ns), Entries::Decoder { timer, .. }) => {
+                single(timer.call(&mut *store, (now_ns,)).map(|(r,)| r))
+            }
+            (Entry::Timer(now_ns), Entries::Filter(filter)) => {
+                single(filter.call_timer_event(&mut *store, now_ns))
+            }
+            (Entry::Timer(now_ns), Entries::Batch { timer, .. }) => {
+                single(timer.call(&mut *store, (now_ns,)).map(|(r,)| r))
+            }
+        };
+        let output = self.spec.output.end();
+        let n = messages as u64;
+        let fuel = self.spec.limits.fuel.saturating_mul(n);
+        facts.fuel_used = (fuel - store.get_fuel().unwrap_or(0)) / n;
+        facts.output_used = output.used / n;
+        let data = store.data_mut();
+        let emitted = std::mem::take(&mut data.emitted);
+        facts.emitted = emitted.len();
+        facts.memory = data.limiter.current as u64;
+        facts.peak_memory = data.limiter.peak as u64;
+        let memory_refused = data.limiter.refused;
+        let emit_refused = data.emit_refused;
+        let deadline_hit = data.deadline.hit;
+        let violation = data.violation.take();
+
+        let limits = &self.spec.limits;
+        let limit = |limit: Limit, detail: String| CallError::Limit {
+            plugin: plugin(),
+            limit,
+            detail,
+        };
+        // What the budgets were, said for one call or for a batch (only on a failure:
+        // not worth a string on every call).
+        let a_call = || {
+            if n == 1 {
+                "a call".to_owned()
+            } else {
+                format!("a batch of {n} messages")
+            }
+        };
+        // Failure reasons are guest text the host writes too: they count against the
+        // call's output budget, at their escaped size.
+        let output_limit = || {
+            limit(
+                Limit::Output,
+                format!(
+                    "{} may write {} bytes (logs, stdout, stderr, emitted messages and failure reasons)",
+                    a_call(),
+                    limits.output_bytes.saturating_mul(n)
+                ),
+            )
+        };
+        let result = match result.map(|failures| check_failures(failures, messages)) {
+            Ok(Ok(failures)) if failures.is_empty() => Ok(Done {
+                outcome: CallOutcome {
+                    emitted,
+                    logs: output.lines,
+                },
+                failed: Vec::new(),
+            }),
+            Ok(Err(violation)) => {
+                // Handled as a trap: what else the instance believes is not to be trusted.
+                *sandbox = None;
+                facts.memory = 0;
+                Err(CallError::Violation {
+                    plugin: plugin(),
+                    violation,
+                })
+            }
+            Ok(Ok(failures))
+                if output.used.saturating_add(
+                    failures
+                        .iter()
+                        .map(|(_, f)| escaped_len(failure_text(f)) as u64)
+                        .sum::<u64>(),
+                ) > limits.output_bytes.saturating_mul(n) =>
+            {
+                *sandbox = None;
+                facts.memory = 0;
+                Err(output_limit())
+            }
+            Ok(Ok(failures)) => {
+                let fatal = failures.iter().find(|(_, f)| matches!(f, Failure::Fatal(_)));
+                match (fatal, &failures[..]) {
+                    (Some((_, Failure::Fatal(message))), _) => Err(CallError::Fatal {
+                        plugin: plugin(),
+                        message: escape(message).into_owned(),
+                    }),
+                    // One message that failed is a failed call.
+                    (_, [(_, Failure::NonFatal(message))]) if n == 1 => Err(CallError::Failed {
+                        plugin: plugin(),
+                        message: escape(message).into_owned(),
+                    }),
+                    _ => Ok(Done {
+                        outcome: CallOutcome {
+                            emitted,
+                            logs: output.lines,
+                        },
+                        failed: failures
+                            .into_iter()
+                            .map(|(index, failure)| {
+                                (
+                                    index as usize,
+                                    CallError::Failed {
+                                        plugin: plugin(),
+                                        message: escape(failure_text(&failure)).into_owned(),
+                                    },
+                                )
+                            })
+                            .collect(),
+                    }),
+                }
+            }
+            Err(trap) => {
+                // The instance may not be entered again after a trap.
+                *sandbox = None;
+                facts.memory = 0;
+                let deadline = || {
+                    limit(
+                        Limit::Deadline,
+                        format!(
+                            "{} may take {:?}",
+                            a_call(),
+                            limits.deadline.saturating_mul(scale)
+                        ),
+                    )
+                };
+                Err(if deadline_hit {
+                    // Cut off in a blocking WASI call: whatever the guest did next is
+                    // the deadline's doing.
+                    deadline()
+                } else if let Some(asked) = memory_refused {
+                    limit(
+                        Limit::Memory,
+                        format!(
+                            "the sandbox may hold {} bytes and the guest asked for {asked}",
+                            limits.memory_bytes
+                        ),
+                    )
+                } else if let Some(violation) = violation {
+                    CallError::Violation {
+                        plugin: plugin(),
+                        violation,
+                    }
+                } else if output.exceeded {
+                    output_limit()
+                } else if emit_refused {
+                    limit(
+                        Limit::Emits,
+                        format!(
+                            "{} may emit {} messages",
+                            a_call(),
+                            u64::from(limits.emits).saturating_mul(n)
+                        ),
+                    )
+                } else {
+                    match trap.downcast_ref::<Trap>() {
+                        Some(Trap::OutOfFuel) => {
+                            facts.fuel_used = limits.fuel;
+                            limit(Limit::Fuel, format!("{} may use {fuel} fuel", a_call()))
+                        }
+                        Some(Trap::Interrupt) => deadline(),
+                        Some(&trap) => match panic_message(&output.stderr) {
+                            Some(message) if trap == Trap::UnreachableCodeReached => CallError::Panic {
+                                plugin: plugin(),
+                                message: escape(&message).into_owned(),
+                            },
+                            _ => CallError::Trap {
+                                plugin: plugin(),
+                                trap,
+                            },
+                        },
+                        None => match classify(&trap) {
+                            Fault::HostCopy => limit(
+                                Limit::HostCopy,
+                                format!(
+                                    "one host call may copy {} bytes out of the sandbox (its memory limit)",
+                                    hostcall_fuel(limits)
+                                ),
+                            ),
+                            Fault::Guest(violation) => CallError::Violation {
+                                plugin: plugin(),
+                                violation,
+                            },
+                            Fault::Host => CallError::Host {
+                                plugin: plugin(),
+                                reason: format!("{trap:#}"),
+                            },
+                        },
+                    }
+                })
+            }
+        };
+        (result, facts)
+    }
+}

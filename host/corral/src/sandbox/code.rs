@@ -1,0 +1,133 @@
+//! What instances are made from: a component compiled, linked and pre-instantiated
+//! ([`Code`]), where its exports are, and the entry points of a live instance.
+
+use std::sync::Arc;
+
+use wasmtime::component::{ComponentExportIndex, InstancePre, TypedFunc};
+
+use super::SandboxState;
+use crate::contract::bindings::corral::plugin::types::{Batch, BatchFailure, Decoded, Failure, RawBatch};
+use crate::contract::{self, Filter, FilterIndices, STATE_INTERFACE};
+
+/// Which compiler made the code a plugin's instance runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Winch's baseline code, compiled fast, serving while Cranelift's compiles.
+    Baseline,
+    /// Cranelift's optimised code.
+    Optimized,
+}
+
+impl Tier {
+    /// `baseline` or `optimized`, as the admin API and metrics spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Baseline => "baseline",
+            Tier::Optimized => "optimized",
+        }
+    }
+}
+
+/// A component compiled, checked against the world and linked: what instances are made
+/// from.
+#[derive(Clone)]
+pub(crate) struct Code {
+    pub pre: InstancePre<SandboxState>,
+    pub exports: Arc<Exports>,
+    pub tier: Tier,
+}
+
+/// `state.save` and `state.restore`, when the plugin exports them.
+#[derive(Clone, Copy)]
+pub(crate) struct StateFuncs {
+    pub save: TypedFunc<(), (Result<Vec<u8>, String>,)>,
+    pub restore: TypedFunc<(Vec<u8>,), (Result<(), String>,)>,
+}
+
+/// `batch-filter`'s entry point: the batch is shared, not moved, so that its buffers
+/// are refilled for the next call instead of allocated again.
+pub(crate) type ProcessBatch = TypedFunc<(Arc<Batch>,), (Vec<BatchFailure>,)>;
+/// `decoder`'s entry point, its raw batch shared for the same reason.
+pub(crate) type Decode = TypedFunc<(Arc<RawBatch>,), (Decoded,)>;
+pub(crate) type TimerEvent = TypedFunc<(i64,), (Result<(), Failure>,)>;
+
+/// An instance's entry points, by world.
+pub(crate) enum Entries {
+    /// `filter`: one message per call, read through the `message` resource.
+    Filter(Filter),
+    /// `batch-filter`: one or more messages per call, laid out in a [`Batch`].
+    Batch {
+        process: ProcessBatch,
+        timer: TimerEvent,
+    },
+    /// `decoder`: raw records in, messages out, laid out in a [`RawBatch`].
+    Decoder { decode: Decode, timer: TimerEvent },
+}
+
+/// Where a plugin's exports are, found once at load so that a fresh instance does not
+/// look them up by name again.
+pub(crate) struct Exports {
+    pub(super) world: WorldExports,
+    /// `state.save` and `state.restore`, when the plugin exports the interface.
+    pub(super) state: Option<(ComponentExportIndex, ComponentExportIndex)>,
+}
+
+pub(super) enum WorldExports {
+    Filter(FilterIndices),
+    Batch {
+        process: ComponentExportIndex,
+        timer: ComponentExportIndex,
+    },
+    Decoder {
+        decode: ComponentExportIndex,
+        timer: ComponentExportIndex,
+    },
+}
+
+impl Exports {
+    /// The exports of `pre`'s component; an error when it lacks an entry point, or
+    /// exports the state interface without both of its functions.
+    pub fn of(pre: &InstancePre<SandboxState>) -> wasmtime::Result<Exports> {
+        let component = pre.component();
+        let export = |interface: Option<&ComponentExportIndex>, name: &str| {
+            component
+                .get_export_index(interface, name)
+                .ok_or_else(|| wasmtime::format_err!("no export `{name}`"))
+        };
+        let state = match component.get_export_index(None, STATE_INTERFACE) {
+            None => None,
+            Some(interface) => {
+                let func = |name: &str| {
+                    export(Some(&interface), name)
+                        .map_err(|_| wasmtime::format_err!("`{STATE_INTERFACE}` does not export `{name}`"))
+                };
+                Some((func("save")?, func("restore")?))
+            }
+        };
+        let world = match (
+            component.get_export_index(None, contract::DECODE),
+            component.get_export_index(None, contract::PROCESS_BATCH),
+        ) {
+            (Some(decode), _) => WorldExports::Decoder {
+                decode,
+                timer: export(None, contract::TIMER_EVENT)?,
+            },
+            (None, Some(process)) => WorldExports::Batch {
+                process,
+                timer: export(None, contract::TIMER_EVENT)?,
+            },
+            (None, None) => WorldExports::Filter(FilterIndices::new(pre)?),
+        };
+        Ok(Exports { world, state })
+    }
+
+    /// Whether the plugin takes messages in batches (the `batch-filter` world).
+    pub fn batches(&self) -> bool {
+        matches!(self.world, WorldExports::Batch { .. })
+    }
+
+    /// Whether the plugin is a decoder (the `decoder` world).
+    pub fn decodes(&self) -> bool {
+        matches!(self.world, WorldExports::Decoder { .. })
+    }
+}

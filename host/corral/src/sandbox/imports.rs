@@ -1,0 +1,285 @@
+//! The host side of the WIT imports: `types` (the message resource), `log`, `config`,
+//! `store` and `emit`.
+//!
+//! Every import that writes is charged to the call's budgets before it has any effect.
+//! Going past the output or emit cap returns an error from the import, which traps the
+//! guest at that point: the call ends there, and the sandbox reports the limit it hit.
+//! An emitted message the host refuses (see [`normalise`]) traps the guest the same way,
+//! and the call fails with [`crate::CallError::Violation`].
+
+use wasmtime::component::Resource;
+
+use crate::contract::bindings::corral::plugin::{config, emit, log, store, types};
+use crate::contract::message::{Field, GUEST_LOGGER_FIELD, Message, Value, now_ns};
+use crate::sandbox::SandboxState;
+use crate::sandbox::Violation;
+use crate::sandbox::output::LogLevel;
+use crate::sandbox::store::StoreError;
+
+fn limit_trap(what: &str) -> wasmtime::Error {
+    wasmtime::format_err!("{what} limit exceeded")
+}
+
+impl SandboxState {
+    fn current(&self) -> wasmtime::Result<&Message> {
+        self.message
+            .get()
+            .ok_or_else(|| wasmtime::format_err!("no message is being processed"))
+    }
+}
+
+impl types::Host for SandboxState {}
+
+impl types::HostMessage for SandboxState {
+    fn timestamp(&mut self, _: Resource<types::Message>) -> wasmtime::Result<i64> {
+        Ok(self.current()?.timestamp)
+    }
+
+    fn type_(&mut self, _: Resource<types::Message>) -> wasmtime::Result<String> {
+        Ok(self.current()?.type_.clone())
+    }
+
+    fn logger(&mut self, _: Resource<types::Message>) -> wasmtime::Result<String> {
+        Ok(self.current()?.logger.clone())
+    }
+
+    fn severity(&mut self, _: Resource<types::Message>) -> wasmtime::Result<i32> {
+        Ok(self.current()?.severity)
+    }
+
+    fn payload(&mut self, _: Resource<types::Message>) -> wasmtime::Result<String> {
+        Ok(self.current()?.payload.clone())
+    }
+
+    fn field(&mut self, _: Resource<types::Message>, name: String) -> wasmtime::Result<Option<types::Value>> {
+        Ok(self.current()?.field(&name).map(types::Value::from))
+    }
+
+    fn fields(&mut self, _: Resource<types::Message>) -> wasmtime::Result<Vec<types::Field>> {
+        Ok(self.current()?.fields.iter().map(types::Field::from).collect())
+    }
+
+    fn drop(&mut self, _: Resource<types::Message>) -> wasmtime::Result<()> {
+        // The guest only ever holds a borrow of the host's message, never an owned
+        // handle, so there is nothing to free.
+        Ok(())
+    }
+}
+
+impl log::Host for SandboxState {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            log::Level::Trace => LogLevel::Trace,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Error => LogLevel::Error,
+        };
+        if self.output.log(level, message) {
+            Ok(())
+        } else {
+            Err(limit_trap("output"))
+        }
+    }
+}
+
+impl config::Host for SandboxState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.config.get(&key).cloned())
+    }
+
+    fn entries(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}
+
+impl SandboxState {
+    fn check_key(&self, key: &str) -> Result<(), store::Error> {
+        let max = self.limits.store_key_bytes as usize;
+        if key.is_empty() {
+            Err(store::Error::InvalidKey("the key is empty".into()))
+        } else if key.len() > max {
+            Err(store::Error::InvalidKey(format!(
+                "the key is {} bytes, more than the {max} allowed",
+                key.len()
+            )))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl From<StoreError> for store::Error {
+    fn from(e: StoreError) -> store::Error {
+        match e {
+            StoreError::InvalidKey(m) => store::Error::InvalidKey(m),
+            StoreError::TooLarge(m) => store::Error::TooLarge(m),
+            StoreError::Other(m) => store::Error::Other(m),
+        }
+    }
+}
+
+impl store::Host for SandboxState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
+        Ok(self
+            .check_key(&key)
+            .and_then(|()| Ok(self.kv.get(&self.plugin, &key)?)))
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), store::Error>> {
+        let max = self.limits.store_value_bytes as usize;
+        Ok(self.check_key(&key).and_then(|()| {
+            if value.len() > max {
+                return Err(store::Error::TooLarge(format!(
+                    "the value is {} bytes, more than the {max} allowed",
+                    value.len()
+                )));
+            }
+            let keys = u64::from(self.limits.store_keys);
+            // Counting is O(1); only a namespace at its quota pays for the existence check.
+            if self.kv.count(&self.plugin)? >= keys && self.kv.get(&self.plugin, &key)?.is_none() {
+                return Err(store::Error::TooLarge(format!(
+                    "the store holds {keys} keys, the most allowed: delete some first"
+                )));
+            }
+            Ok(self.kv.set(&self.plugin, &key, &value)?)
+        }))
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, store::Error>> {
+        Ok(self
+            .check_key(&key)
+            .and_then(|()| Ok(self.kv.delete(&self.plugin, &key)?)))
+    }
+
+    fn list_keys(&mut self, prefix: String) -> wasmtime::Result<Result<Vec<String>, store::Error>> {
+        Ok(self.kv.list_keys(&self.plugin, &prefix).map_err(Into::into))
+    }
+}
+
+impl emit::Host for SandboxState {
+    fn emit(&mut self, message: types::OutMessage) -> wasmtime::Result<()> {
+        if self.emitted.len() >= self.emit_cap {
+            self.emit_refused = true;
+            return Err(limit_trap("emit"));
+        }
+        let message = match normalise(&self.plugin, message) {
+            Ok(message) => message,
+            Err(violation) => {
+                self.violation = Some(violation);
+                return Err(wasmtime::format_err!(
+                    "the plugin emitted a message the host refuses"
+                ));
+            }
+        };
+        let size = message.output_size(self.output.remaining());
+        if !self.output.charge(size) {
+            return Err(limit_trap("output"));
+        }
+        self.emitted.push(message);
+        Ok(())
+    }
+}
+
+/// An emitted message as the host writes it, or why it is refused (see
+/// `docs/security.md`, "What the host writes for a guest"): the logger is always the
+/// plugin's name, and a different one the guest gave is kept in the field
+/// [`GUEST_LOGGER_FIELD`]; the type is not empty and not in the host's `corral.`
+/// namespace; the severity is 0 to 7; the timestamp, when given, is not before 1970;
+/// field names are not empty and not repeated.
+pub(crate) fn normalise(plugin: &str, message: types::OutMessage) -> Result<Message, Violation> {
+    let types::OutMessage {
+        timestamp,
+        type_,
+        logger,
+        severity,
+        payload,
+        fields,
+    } = message;
+    if type_.is_empty() {
+        return Err(Violation::EmptyType);
+    }
+    if type_
+        .get(..RESERVED_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX))
+    {
+        return Err(Violation::ReservedType { type_ });
+    }
+    if !(0..=7).contains(&severity) {
+        return Err(Violation::Severity { severity });
+    }
+    if let Some(timestamp) = timestamp.filter(|t| *t < 0) {
+        return Err(Violation::Timestamp { timestamp });
+    }
+    let mut fields: Vec<Field> = fields.into_iter().map(Field::from).collect();
+    if !logger.is_empty() && logger != plugin {
+        fields.push(Field {
+            name: GUEST_LOGGER_FIELD.to_owned(),
+            value: Value::String(logger),
+        });
+    }
+    // Repeats are found by sorting references to the names: O(n log n) for the 60,000
+    // fields a hostile guest may send, where a pairwise check would be quadratic.
+    let mut names: Vec<(&str, usize)> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name.as_str(), i))
+        .collect();
+    if let Some(&(_, index)) = names.iter().find(|(name, _)| name.is_empty()) {
+        return Err(Violation::EmptyFieldName { index });
+    }
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(Violation::DuplicateField {
+            name: pair[0].0.to_owned(),
+        });
+    }
+    Ok(Message {
+        timestamp: timestamp.unwrap_or_else(now_ns),
+        type_,
+        logger: plugin.to_owned(),
+        severity,
+        payload,
+        fields,
+    })
+}
+
+/// The type prefix of the host's own messages (e.g. `corral.plugin-terminated`), compared
+/// without regard to ASCII case.
+const RESERVED_PREFIX: &str = "corral.";
+
+impl From<&Value> for types::Value {
+    fn from(v: &Value) -> types::Value {
+        match v {
+            Value::String(s) => types::Value::String(s.clone()),
+            Value::Bytes(b) => types::Value::Bytes(b.clone()),
+            Value::Int(i) => types::Value::Int(*i),
+            Value::Float(f) => types::Value::Float(*f),
+            Value::Bool(b) => types::Value::Bool(*b),
+        }
+    }
+}
+
+impl From<&Field> for types::Field {
+    fn from(f: &Field) -> types::Field {
+        types::Field {
+            name: f.name.clone(),
+            value: (&f.value).into(),
+        }
+    }
+}
+
+impl From<types::Field> for Field {
+    fn from(f: types::Field) -> Field {
+        Field {
+            name: f.name,
+            value: match f.value {
+                types::Value::String(s) => Value::String(s),
+                types::Value::Bytes(b) => Value::Bytes(b),
+                types::Value::Int(i) => Value::Int(i),
+                types::Value::Float(x) => Value::Float(x),
+                types::Value::Bool(b) => Value::Bool(b),
+            },
+        }
+    }
+}
