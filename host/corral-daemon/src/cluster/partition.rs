@@ -25,7 +25,7 @@
 //!
 //! **Takeover.** A new owner reads the checkpoint, fills the partition's store with it,
 //! loads the plugins, restores each one's saved state (of the same preservation
-//! version) and recreates the durable consumer from the sequence after the checkpoint's:
+//! version) and recreates the durable consumer from the sequence after the lowest cursor:
 //! nothing lost, state exact, and what it emits again carries the same `corral.id`, which
 //! the output stream's duplicate window drops.
 
