@@ -48,3 +48,108 @@ pub fn corral_exe() -> &'static Path {
     });
     &EXE
 }
+
+/// A `nats-server` with JetStream on a free loopback port, its store in a fresh
+/// directory under the system's temporary directory; stopped, and the directory
+/// removed, when dropped. For the cluster tests (`tests/all/cluster.rs`) and bench
+/// (`host/corral-daemon/benches/cluster.rs`).
+#[derive(Debug)]
+pub struct NatsServer {
+    child: std::process::Child,
+    dir: PathBuf,
+    /// `nats://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl NatsServer {
+    /// Whether `nats-server` is on PATH.
+    pub fn installed() -> bool {
+        std::process::Command::new("nats-server")
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Starts one and waits (up to `bound`) until it listens.
+    ///
+    /// # Panics
+    ///
+    /// When it cannot be started or does not listen in time.
+    pub fn start(bound: std::time::Duration) -> NatsServer {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "corral-nats-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("a directory for nats-server's store");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let child = std::process::Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH (apt-get install nats-server)");
+        let server = NatsServer {
+            child,
+            dir,
+            url: format!("nats://127.0.0.1:{port}"),
+        };
+        let deadline = std::time::Instant::now() + bound;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not listen on port {port} within {bound:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        server
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Collects `child`'s stderr, line by line, into the string returned, from a thread of
+/// its own (a daemon's log, for a test to wait on and to show when it fails).
+///
+/// # Panics
+///
+/// When `child`'s stderr was not piped.
+pub fn capture_stderr(child: &mut std::process::Child) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use std::io::BufRead;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (err, sink) = (child.stderr.take().expect("a piped stderr"), log.clone());
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let mut log = sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    log
+}
+
+/// The admin API's base URL in a daemon's `log`, once it says it listens.
+pub fn admin_base(log: &str) -> Option<String> {
+    const MARKER: &str = "admin API listening on ";
+    let at = log.find(MARKER)? + MARKER.len();
+    Some(log[at..].lines().next()?.trim().to_owned())
+}

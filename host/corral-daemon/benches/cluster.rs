@@ -10,9 +10,7 @@
 //! Run with `cargo bench -p corral-test-guests --bench cluster`; `CORRAL_BENCH_MESSAGES`
 //! sets N (default 50,000). Needs `nats-server` on PATH.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const PARTITIONS: u32 = 8;
@@ -84,24 +82,15 @@ fn start_daemon(url: &str, id: &str, plugins: &std::path::Path, data: &std::path
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let (err, sink) = (child.stderr.take().unwrap(), log.clone());
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let mut log = sink.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-    let marker = "admin API listening on ";
+    let log = corral_test_guests::capture_stderr(&mut child);
+    let mut base = None;
     wait("a daemon to start", Duration::from_secs(120), || {
-        log.lock().unwrap().contains(marker)
+        base = corral_test_guests::admin_base(&log.lock().unwrap());
+        base.is_some()
     });
-    let text = log.lock().unwrap().clone();
-    let at = text.find(marker).unwrap() + marker.len();
     Daemon {
         child,
-        base: text[at..].lines().next().unwrap().trim().to_owned(),
+        base: base.unwrap(),
     }
 }
 
@@ -124,22 +113,8 @@ fn ready(daemon: &Daemon) -> usize {
 /// seconds, takeover time if measured).
 fn run(daemons: usize, n: usize, takeover: bool) -> (f64, f64, f64, f64, Option<Duration>) {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir.path().join("nats"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server on PATH");
-    wait("nats-server", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    let url = format!("nats://127.0.0.1:{port}");
+    let server = corral_test_guests::NatsServer::start(Duration::from_secs(20));
+    let url = server.url.clone();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::write(plugins.join("tally.toml"), "[matcher]\nall = true\n").unwrap();
@@ -160,7 +135,7 @@ fn run(daemons: usize, n: usize, takeover: bool) -> (f64, f64, f64, f64, Option<
         .build()
         .unwrap();
     let js = runtime.block_on(async { async_nats::jetstream::new(async_nats::connect(&url).await.unwrap()) });
-    let server_cpu = cpu_seconds(server.id());
+    let server_cpu = cpu_seconds(server.pid());
     let daemon_cpu: f64 = running.iter().map(|d| cpu_seconds(d.child.id())).sum();
     let start = Instant::now();
     runtime.block_on(async {
@@ -200,7 +175,7 @@ fn run(daemons: usize, n: usize, takeover: bool) -> (f64, f64, f64, f64, Option<
         outputs(&js) >= n as u64
     });
     let seconds = start.elapsed().as_secs_f64();
-    let server_cpu = cpu_seconds(server.id()) - server_cpu;
+    let server_cpu = cpu_seconds(server.pid()) - server_cpu;
     let daemon_cpu = running.iter().map(|d| cpu_seconds(d.child.id())).sum::<f64>() - daemon_cpu;
     let mut took = None;
     if takeover {
@@ -214,8 +189,7 @@ fn run(daemons: usize, n: usize, takeover: bool) -> (f64, f64, f64, f64, Option<
         took = Some(killed.elapsed());
     }
     drop(running);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     (n as f64 / seconds, server_cpu, daemon_cpu, seconds, took)
 }
 

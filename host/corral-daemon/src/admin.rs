@@ -16,8 +16,15 @@
 //! With a token configured, every request must carry `Authorization: Bearer <token>`
 //! (401 otherwise), except for the dashboard's page and files, which hold no data. Errors are JSON: `{"error": "..."}`. Plugin names in paths are
 //! checked against the same rules as file names before anything is looked up.
+//!
+//! The same router serves a cluster daemon (`cluster::http`): what differs between one
+//! machine and a cluster — where messages go, the daemon's part of `/status`, what a
+//! plugin's entry says beyond the registry, its stats, the watch directories to rescan
+//! and the daemon's own metrics — is a [`Node`].
 
 use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -45,11 +52,40 @@ mod dashboard;
 /// What the handlers share.
 #[derive(Clone)]
 pub(crate) struct Admin {
+    /// The registry whose plugins `/plugins` lists and `/plugins/{name}/call` calls.
     pub registry: Registry,
+    /// One machine's daemon or a cluster's.
+    pub node: Arc<dyn Node>,
+    pub token: Option<Arc<str>>,
+}
+
+/// An answer to come, for [`Node::accept`].
+pub(crate) type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+/// What a daemon behind the admin API does its own way.
+pub(crate) trait Node: Send + Sync + 'static {
+    /// The daemon's part of `GET /status` (an object; the API adds the plugins, the
+    /// compiles, the events and the times).
+    fn status(&self) -> Json;
+    /// Completes `status`'s entry of `/plugins` (`out`) with what the daemon knows.
+    fn plugin(&self, status: &PluginStatus, out: &mut Json);
+    /// The stats of the plugin `status` names, as `/plugins` and `/metrics` show them.
+    fn stats(&self, status: &PluginStatus) -> Option<corral::Stats> {
+        status.plugin.as_ref().map(|p| p.stats())
+    }
+    /// Rescans the watch directories now (blocking: it compiles).
+    fn rescan(&self);
+    /// Takes messages from `POST /messages`, and answers.
+    fn accept(self: Arc<Self>, messages: Vec<Message>) -> Answer;
+    /// The daemon's own Prometheus families, after the per-plugin ones.
+    fn metrics(&self, statuses: &[PluginStatus], out: &mut String);
+}
+
+/// The daemon of one machine: its log, its intake, its watch directory.
+pub(crate) struct Local {
     pub pipeline: Arc<Pipeline>,
     pub watcher: Arc<Watcher>,
     pub intake: Arc<crate::intake::Intake>,
-    pub token: Option<Arc<str>>,
 }
 
 /// The API's routes.
@@ -121,6 +157,13 @@ fn entry_json(e: &EntryStats) -> Json {
 }
 
 fn status_json(admin: &Admin, status: &PluginStatus) -> Json {
+    let mut out = plugin_json(status, admin.node.stats(status));
+    admin.node.plugin(status, &mut out);
+    out
+}
+
+/// What the registry says of a plugin, with `stats` for its numbers.
+fn plugin_json(status: &PluginStatus, stats: Option<corral::Stats>) -> Json {
     let mut out = json!({
         "name": status.name,
         "state": "failed-to-load",
@@ -129,7 +172,7 @@ fn status_json(admin: &Admin, status: &PluginStatus) -> Json {
         "loaded_at_ns": status.loaded_at.map(unix_ns),
     });
     if let Some(plugin) = &status.plugin {
-        let stats = plugin.stats();
+        let stats = stats.unwrap_or_else(|| plugin.stats());
         let (state, reason) = match plugin.state() {
             PluginState::Running => ("running", None),
             PluginState::Terminated { reason } => ("terminated", Some(reason)),
@@ -176,26 +219,33 @@ fn status_json(admin: &Admin, status: &PluginStatus) -> Json {
             "discarded": stats.discarded,
         });
     }
-    if let (Some(reader), Some(lag)) = (
-        admin.pipeline.reader(&status.name),
-        admin.pipeline.lag(&status.name),
-    ) {
-        out["lag"] = json!({ "messages": lag.messages, "bytes": lag.bytes });
-        out["reader"] = json!({
-            "position": reader.seq.load(Ordering::Relaxed),
-            "checkpointed": reader.checkpointed.load(Ordering::Relaxed),
-            "checkpoints": reader.checkpoints.load(Ordering::Relaxed),
-            "processed": reader.processed.load(Ordering::Relaxed),
-            "calls": reader.calls.load(Ordering::Relaxed),
-            "ticks": reader.ticks.load(Ordering::Relaxed),
-            "skipped": reader.skipped.load(Ordering::Relaxed),
-            "waiting": reader.waiting.load(Ordering::Relaxed),
-        });
-    }
-    if let Some(input) = admin.intake.stats(&status.name) {
-        out["input"] = crate::intake::status_json(&input);
-    }
     out
+}
+
+impl Local {
+    /// The reader and the input of a plugin.
+    fn plugin_entry(&self, status: &PluginStatus, out: &mut Json) {
+        let admin = self;
+        if let (Some(reader), Some(lag)) = (
+            admin.pipeline.reader(&status.name),
+            admin.pipeline.lag(&status.name),
+        ) {
+            out["lag"] = json!({ "messages": lag.messages, "bytes": lag.bytes });
+            out["reader"] = json!({
+                "position": reader.seq.load(Ordering::Relaxed),
+                "checkpointed": reader.checkpointed.load(Ordering::Relaxed),
+                "checkpoints": reader.checkpoints.load(Ordering::Relaxed),
+                "processed": reader.processed.load(Ordering::Relaxed),
+                "calls": reader.calls.load(Ordering::Relaxed),
+                "ticks": reader.ticks.load(Ordering::Relaxed),
+                "skipped": reader.skipped.load(Ordering::Relaxed),
+                "waiting": reader.waiting.load(Ordering::Relaxed),
+            });
+        }
+        if let Some(input) = admin.intake.stats(&status.name) {
+            out["input"] = crate::intake::status_json(&input);
+        }
+    }
 }
 
 fn log_json(status: &crate::log::LogStatus) -> Json {
@@ -212,7 +262,7 @@ fn log_json(status: &crate::log::LogStatus) -> Json {
 }
 
 /// The daemon-level status: the logs.
-fn daemon_json(admin: &Admin) -> Json {
+fn daemon_json(admin: &Local) -> Json {
     let lag = admin.pipeline.output_lag();
     let mut output = log_json(&admin.pipeline.output_status());
     output["written"] = json!(admin.pipeline.output_written());
@@ -243,7 +293,7 @@ fn unix_ns(t: SystemTime) -> u64 {
 /// `GET /status`: what the dashboard shows, in one answer.
 fn daemon_status(admin: &Admin, started: SystemTime, events: &dashboard::Events) -> Response {
     let compiles = admin.registry.host().compile_stats();
-    let mut out = daemon_json(admin);
+    let mut out = admin.node.status();
     out["started_at_ns"] = json!(unix_ns(started));
     out["now_ns"] = json!(unix_ns(SystemTime::now()));
     out["compiles"] = json!({
@@ -276,9 +326,9 @@ async fn one(State(admin): State<Admin>, Path(name): Path<String>) -> Response {
 }
 
 async fn reload(State(admin): State<Admin>) -> Response {
-    let watcher = admin.watcher.clone();
+    let node = admin.node.clone();
     // A rescan compiles: keep it off the async workers.
-    match tokio::task::spawn_blocking(move || watcher.rescan()).await {
+    match tokio::task::spawn_blocking(move || node.rescan()).await {
         Ok(()) => axum::Json(all_json(&admin)).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reload failed: {e}")),
     }
@@ -325,41 +375,75 @@ async fn messages(State(admin): State<Admin>, body: Bytes) -> Response {
         Ok(messages) => messages,
         Err(e) => return e.into_response(),
     };
-    let accepted = messages.len();
-    let end = match admin.pipeline.try_accept(&messages) {
-        Ok(end) => end,
-        Err(e @ crate::log::LogError::Full { .. }) => {
-            let mut response = error(
+    admin.node.clone().accept(messages).await
+}
+
+/// A 503 with `Retry-After: 1`.
+pub(crate) fn unavailable(message: String) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    response
+}
+
+impl Local {
+    /// Appends `messages` to the log; 202 once durable.
+    async fn append(self: Arc<Self>, messages: Vec<Message>) -> Response {
+        let admin = self;
+        let accepted = messages.len();
+        let end = match admin.pipeline.try_accept(&messages) {
+            Ok(end) => end,
+            Err(e @ crate::log::LogError::Full { .. }) => {
+                return unavailable(format!(
+                    "{e}: the plugins are behind; retry after the time in Retry-After"
+                ));
+            }
+            Err(e) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot accept messages: {e}"),
+                );
+            }
+        };
+        // 202 only once the messages are durable.
+        let pipeline = admin.pipeline.clone();
+        let durable = tokio::task::spawn_blocking(move || pipeline.wait_durable(end, DURABLE_WAIT)).await;
+        match durable {
+            Ok(true) => (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({ "accepted": accepted, "durable": end.seq })),
+            )
+                .into_response(),
+            _ => error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("{e}: the plugins are behind; retry after the time in Retry-After"),
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            return response;
-        }
-        Err(e) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot accept messages: {e}"),
-            );
-        }
-    };
-    // 202 only once the messages are durable.
-    let pipeline = admin.pipeline.clone();
-    let durable = tokio::task::spawn_blocking(move || pipeline.wait_durable(end, DURABLE_WAIT)).await;
-    match durable {
-        Ok(true) => (
-            StatusCode::ACCEPTED,
-            axum::Json(json!({ "accepted": accepted, "durable": end.seq })),
-        )
-            .into_response(),
-        _ => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "the messages were appended but not made durable within {DURABLE_WAIT:?}: see the daemon's log"
+                format!(
+                    "the messages were appended but not made durable within {DURABLE_WAIT:?}: see the daemon's log"
+                ),
             ),
-        ),
+        }
+    }
+}
+
+impl Node for Local {
+    fn status(&self) -> Json {
+        daemon_json(self)
+    }
+
+    fn plugin(&self, status: &PluginStatus, out: &mut Json) {
+        self.plugin_entry(status, out);
+    }
+
+    fn rescan(&self) {
+        self.watcher.rescan();
+    }
+
+    fn accept(self: Arc<Self>, messages: Vec<Message>) -> Answer {
+        Box::pin(self.append(messages))
+    }
+
+    fn metrics(&self, statuses: &[PluginStatus], out: &mut String) {
+        local_metrics(self, statuses, out);
     }
 }
 
@@ -402,21 +486,44 @@ type Gauge = (
     fn(&corral::Stats) -> u64,
 );
 
+/// One metric family: its help, its type, and a line per (labels, value).
+fn write_family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: &mut dyn Iterator<Item = (String, f64)>,
+) {
+    let _ = writeln!(out, "# HELP corral_{name} {help}\n# TYPE corral_{name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "corral_{name}{{{labels}}} {value}");
+    }
+}
+
+/// `plugin="<name>"`, escaped.
+fn label(name: &str) -> String {
+    format!("plugin=\"{}\"", label_value(name))
+}
+
 /// The Prometheus text exposition of every plugin's stats.
 fn prometheus(admin: &Admin) -> String {
     let statuses = admin.registry.statuses();
     let mut out = String::new();
     let mut family =
         |name: &str, kind: &str, help: &str, samples: &mut dyn Iterator<Item = (String, f64)>| {
-            let _ = writeln!(out, "# HELP corral_{name} {help}\n# TYPE corral_{name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "corral_{name}{{{labels}}} {value}");
-            }
+            write_family(&mut out, name, kind, help, samples);
         };
-    let label = |name: &str| format!("plugin=\"{}\"", label_value(name));
     let loaded: Vec<_> = statuses
         .iter()
-        .filter_map(|s| s.plugin.as_ref().map(|p| (s.name.as_str(), p.clone(), p.stats())))
+        .filter_map(|s| {
+            s.plugin.as_ref().map(|p| {
+                (
+                    s.name.as_str(),
+                    p.clone(),
+                    admin.node.stats(s).unwrap_or_else(|| p.stats()),
+                )
+            })
+        })
         .collect();
     family(
         "plugin_up",
@@ -532,6 +639,30 @@ fn prometheus(admin: &Admin) -> String {
             &mut loaded.iter().map(|(n, _, s)| (label(n), pick(s) as f64)),
         );
     }
+    let compiles = admin.registry.host().compile_stats();
+    family(
+        "components_total",
+        "counter",
+        "Components loaded, by where their compiled code came from: the in-memory memo, the disk cache, Cranelift (optimised code), or Winch (baseline code, serving while Cranelift compiles).",
+        &mut [
+            ("memo", compiles.memo_hits),
+            ("cache", compiles.cache_hits),
+            ("compiled", compiles.compiled),
+            ("baseline", compiles.baseline_compiled),
+        ]
+        .into_iter()
+        .map(|(source, n)| (format!("source=\"{source}\""), n as f64)),
+    );
+    admin.node.metrics(&statuses, &mut out);
+    out
+}
+
+/// One machine's families: the plugins' readers, the logs, intake.
+fn local_metrics(admin: &Local, statuses: &[PluginStatus], out: &mut String) {
+    let mut family =
+        |name: &str, kind: &str, help: &str, samples: &mut dyn Iterator<Item = (String, f64)>| {
+            write_family(out, name, kind, help, samples);
+        };
     let readers: Vec<_> = statuses
         .iter()
         .filter_map(|s| {
@@ -574,20 +705,6 @@ fn prometheus(admin: &Admin) -> String {
         &mut readers
             .iter()
             .map(|(n, r, _)| (label(n), r.checkpoints.load(Ordering::Relaxed) as f64)),
-    );
-    let compiles = admin.registry.host().compile_stats();
-    family(
-        "components_total",
-        "counter",
-        "Components loaded, by where their compiled code came from: the in-memory memo, the disk cache, Cranelift (optimised code), or Winch (baseline code, serving while Cranelift compiles).",
-        &mut [
-            ("memo", compiles.memo_hits),
-            ("cache", compiles.cache_hits),
-            ("compiled", compiles.compiled),
-            ("baseline", compiles.baseline_compiled),
-        ]
-        .into_iter()
-        .map(|(source, n)| (format!("source=\"{source}\""), n as f64)),
     );
     let (input, output) = (admin.pipeline.input_status(), admin.pipeline.output_status());
     for (name, help, value) in [
@@ -643,8 +760,7 @@ fn prometheus(admin: &Admin) -> String {
          # TYPE corral_unmatched_messages_total counter\ncorral_unmatched_messages_total {}",
         admin.pipeline.unmatched()
     );
-    crate::intake::write_metrics(&admin.intake, &mut out, &label_value);
-    out
+    crate::intake::write_metrics(&admin.intake, out, &label_value);
 }
 
 #[cfg(test)]

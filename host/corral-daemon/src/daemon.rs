@@ -205,9 +205,11 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let closing = Arc::new(AtomicBool::new(false));
     let admin = Admin {
         registry: registry.clone(),
-        pipeline: pipeline.clone(),
-        watcher: watcher.clone(),
-        intake: intake.clone(),
+        node: Arc::new(admin::Local {
+            pipeline: pipeline.clone(),
+            watcher: watcher.clone(),
+            intake: intake.clone(),
+        }),
         token: config.token.as_deref().map(Arc::from),
     };
     runtime.block_on(async {

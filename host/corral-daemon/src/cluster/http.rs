@@ -1,55 +1,41 @@
-//! A cluster daemon's admin API: `POST /messages` publishes into the input stream
-//! (202 once the stream has every message), `GET /status` this daemon's view,
-//! `GET /plugins` every (plugin, partition) it runs with its position, checkpoint and
-//! lag, `GET /metrics` the same in Prometheus' text format. And stdin intake.
+//! A cluster daemon's admin API: the single-machine router of `admin` (the dashboard,
+//! `/health`, `/status`, `/plugins`, `/plugins/{name}`, `PUT /plugins/reload`,
+//! `POST /plugins/{name}/call`, `POST /messages`, `/metrics`, the token) over this
+//! daemon's [`Node`]: `POST /messages` publishes into the input stream (202 once the
+//! stream has every message); `/status` adds the partitions owned and the cluster's
+//! counters; a plugin's entry adds one item per partition it serves (version, state,
+//! processed, emitted, cursor, checkpoint, lag, whether it waits) and sums its stats
+//! over them; a reload rescans every partition's watch directory; `/metrics` adds the
+//! cluster's families. And stdin intake.
 
 use std::fmt::Write as _;
 use std::io::BufRead;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use serde_json::{Value as Json, json};
 
 use super::Shared;
+use crate::admin::{self, Admin, Answer, Node};
 use crate::lock;
-use corral::Message;
-use corral::Registry;
+use corral::{Message, PluginState, PluginStatus, Registry, Stats, Watcher};
 
-#[derive(Clone)]
-struct Api {
+/// A cluster daemon behind the admin API.
+struct Cluster {
     shared: Arc<Shared>,
-    template: Registry,
+    /// The daemon's own registry's watcher (see `partition::template`).
+    watcher: Arc<Watcher>,
 }
 
-pub(crate) fn router(shared: Arc<Shared>, template: Registry) -> axum::Router {
-    axum::Router::new()
-        .route("/messages", post(messages))
-        .route("/status", get(status))
-        .route("/plugins", get(plugins))
-        .route("/metrics", get(metrics))
-        .with_state(Api { shared, template })
-}
-
-fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(token) = api.shared.daemon.token.as_deref() else {
-        return Ok(());
-    };
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if given == Some(token) {
-        Ok(())
-    } else {
-        Err(Box::new(
-            (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response(),
-        ))
-    }
+pub(crate) fn router(shared: Arc<Shared>, template: Registry, watcher: Arc<Watcher>) -> axum::Router {
+    let token = shared.daemon.token.as_deref().map(Arc::from);
+    admin::router(Admin {
+        registry: template,
+        node: Arc::new(Cluster { shared, watcher }),
+        token,
+    })
 }
 
 /// Publishes `messages` to their partitions' subjects and waits for the stream's acks.
@@ -75,44 +61,6 @@ pub(crate) async fn publish(shared: &Shared, messages: &[Message]) -> Result<(),
     Ok(())
 }
 
-async fn messages(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(denied) = authorized(&api, &headers) {
-        return *denied;
-    }
-    let parsed: Result<Vec<Message>, String> = match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'[') => serde_json::from_slice(&body).map_err(|e| e.to_string()),
-        _ => std::str::from_utf8(&body)
-            .map_err(|e| e.to_string())
-            .and_then(|t| Message::from_json(t).map_err(|e| e.to_string()))
-            .map(|m| vec![m]),
-    };
-    let messages = match parsed {
-        Ok(messages) => messages,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                axum::Json(json!({ "error": format!("invalid message JSON: {e}") })),
-            )
-                .into_response();
-        }
-    };
-    match publish(&api.shared, &messages).await {
-        Ok(()) => (
-            StatusCode::ACCEPTED,
-            axum::Json(json!({ "accepted": messages.len() })),
-        )
-            .into_response(),
-        Err(e) => {
-            let mut response =
-                (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "error": e }))).into_response();
-            response
-                .headers_mut()
-                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
-            response
-        }
-    }
-}
-
 fn partitions_json(shared: &Shared) -> Vec<Json> {
     let owned = lock(&shared.partitions.owned);
     owned
@@ -121,7 +69,15 @@ fn partitions_json(shared: &Shared) -> Vec<Json> {
             let s = &o.worker.stats;
             let per: Vec<Json> = lock(&s.per_plugin)
                 .iter()
-                .map(|(name, (processed, emitted))| json!({ "plugin": name, "processed": processed, "emitted": emitted }))
+                .map(|(name, p)| {
+                    json!({
+                        "plugin": name,
+                        "processed": p.processed,
+                        "emitted": p.emitted,
+                        "seq": p.seq,
+                        "waiting": p.waiting,
+                    })
+                })
                 .collect();
             json!({
                 "partition": o.worker.partition,
@@ -138,127 +94,173 @@ fn partitions_json(shared: &Shared) -> Vec<Json> {
         .collect()
 }
 
-fn status_json(api: &Api) -> Json {
-    let shared = &api.shared;
-    let stats = &shared.stats;
-    let plugins: serde_json::Map<String, Json> = super::partition::plugin_infos(&api.template)
-        .into_iter()
-        .map(|(name, info)| {
-            (
-                name,
-                json!({ "version": info.version, "load_error": info.load_error }),
-            )
-        })
-        .collect();
-    json!({
-        "id": shared.config.id,
-        "stream": shared.config.stream,
-        "partitions": shared.config.partitions,
-        "owned": partitions_json(shared),
-        "plugins": plugins,
-        "renewals": stats.renewals.load(Ordering::Relaxed),
-        "takeovers": stats.takeovers.load(Ordering::Relaxed),
-        "acquired": stats.acquired.load(Ordering::Relaxed),
-        "released": stats.released.load(Ordering::Relaxed),
-        "lost": stats.lost.load(Ordering::Relaxed),
-        "published": stats.published.load(Ordering::Relaxed),
-        "duplicates": stats.duplicates.load(Ordering::Relaxed),
-        "accepted": stats.accepted.load(Ordering::Relaxed),
+/// The sum of `stats` over a plugin's instances (the largest for the maxima).
+fn sum(all: impl Iterator<Item = Stats>) -> Stats {
+    let entry = |a: &mut corral::EntryStats, b: &corral::EntryStats| {
+        a.calls += b.calls;
+        a.failures += b.failures;
+        a.timed += b.timed;
+        a.total_duration += b.total_duration;
+        a.max_duration = a.max_duration.max(b.max_duration);
+    };
+    all.fold(Stats::default(), |mut t, s| {
+        entry(&mut t.process_message, &s.process_message);
+        entry(&mut t.timer_event, &s.timer_event);
+        entry(&mut t.exports, &s.exports);
+        t.terminations += s.terminations;
+        t.restarts += s.restarts;
+        t.instances += s.instances;
+        t.max_fuel_used = t.max_fuel_used.max(s.max_fuel_used);
+        t.memory_bytes += s.memory_bytes;
+        t.peak_memory_bytes = t.peak_memory_bytes.max(s.peak_memory_bytes);
+        t.max_output_bytes = t.max_output_bytes.max(s.max_output_bytes);
+        t.emitted += s.emitted;
+        t.discarded += s.discarded;
+        t.last_error = s.last_error.or(t.last_error);
+        t
     })
 }
 
-async fn status(State(api): State<Api>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorized(&api, &headers) {
-        return *denied;
+impl Node for Cluster {
+    fn status(&self) -> Json {
+        let shared = &self.shared;
+        let stats = &shared.stats;
+        json!({
+            "id": shared.config.id,
+            "stream": shared.config.stream,
+            "partitions": shared.config.partitions,
+            "owned": partitions_json(shared),
+            "renewals": stats.renewals.load(Ordering::Relaxed),
+            "takeovers": stats.takeovers.load(Ordering::Relaxed),
+            "acquired": stats.acquired.load(Ordering::Relaxed),
+            "released": stats.released.load(Ordering::Relaxed),
+            "lost": stats.lost.load(Ordering::Relaxed),
+            "published": stats.published.load(Ordering::Relaxed),
+            "duplicates": stats.duplicates.load(Ordering::Relaxed),
+            "accepted": stats.accepted.load(Ordering::Relaxed),
+        })
     }
-    axum::Json(status_json(&api)).into_response()
-}
 
-async fn plugins(State(api): State<Api>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorized(&api, &headers) {
-        return *denied;
-    }
-    let owned = lock(&api.shared.partitions.owned);
-    let mut out = Vec::new();
-    for o in owned.values() {
-        let s = &o.worker.stats;
-        let per = lock(&s.per_plugin).clone();
-        let Some(registry) = o.worker.registry() else {
-            continue;
-        };
-        for (name, info) in super::partition::plugin_infos(&registry) {
-            let (processed, emitted) = per.get(&name).copied().unwrap_or_default();
-            out.push(json!({
-                "name": name,
+    fn plugin(&self, status: &PluginStatus, out: &mut Json) {
+        let owned = lock(&self.shared.partitions.owned);
+        let mut partitions = Vec::new();
+        let (mut processed, mut lag, mut waiting) = (0, 0, false);
+        let mut terminated = None;
+        for o in owned.values() {
+            let Some(one) = o.worker.registry().and_then(|r| r.status(&status.name)) else {
+                continue;
+            };
+            let s = &o.worker.stats;
+            let per = lock(&s.per_plugin).get(&status.name).copied().unwrap_or_default();
+            let (state, reason) = match one.plugin.as_ref().map(|p| p.state()) {
+                Some(PluginState::Running) => ("running", None),
+                Some(PluginState::Terminated { reason }) => ("terminated", Some(reason)),
+                None => ("failed-to-load", None),
+            };
+            if state == "terminated" && terminated.is_none() {
+                terminated = reason.clone();
+            }
+            let partition_lag = s.lag.load(Ordering::Relaxed);
+            processed += per.processed;
+            lag += partition_lag;
+            waiting |= per.waiting;
+            partitions.push(json!({
                 "partition": o.worker.partition,
-                "version": info.version,
-                "load_error": info.load_error,
-                "processed": processed,
-                "emitted": emitted,
-                "seq": s.seq.load(Ordering::Relaxed),
+                "version": one.plugin.as_ref().map(|p| p.version().to_owned()),
+                "load_error": one.load_error,
+                "state": state,
+                "reason": reason,
+                "processed": per.processed,
+                "emitted": per.emitted,
+                "seq": per.seq,
+                "waiting": per.waiting,
                 "checkpointed": s.checkpointed.load(Ordering::Relaxed),
-                "lag": { "messages": s.lag.load(Ordering::Relaxed) },
+                "lag": { "messages": partition_lag },
             }));
         }
+        if let Some(reason) = terminated {
+            out["state"] = json!("terminated");
+            out["reason"] = json!(reason);
+        }
+        out["reader"] = json!({ "processed": processed, "waiting": waiting });
+        out["lag"] = json!({ "messages": lag });
+        out["partitions"] = Json::Array(partitions);
     }
-    axum::Json(Json::Array(out)).into_response()
+
+    fn stats(&self, status: &PluginStatus) -> Option<Stats> {
+        let owned = lock(&self.shared.partitions.owned);
+        let instances: Vec<Stats> = owned
+            .values()
+            .filter_map(|o| o.worker.registry()?.get(&status.name).map(|p| p.stats()))
+            .collect();
+        if instances.is_empty() {
+            // No partition serves it here: the daemon's own instance, which processes
+            // nothing.
+            return status.plugin.as_ref().map(|p| p.stats());
+        }
+        Some(sum(instances.into_iter()))
+    }
+
+    fn rescan(&self) {
+        self.watcher.rescan();
+        let watchers: Vec<Arc<Watcher>> = lock(&self.shared.partitions.owned)
+            .values()
+            .filter_map(|o| o.worker.watcher())
+            .collect();
+        for watcher in watchers {
+            watcher.rescan();
+        }
+    }
+
+    fn accept(self: Arc<Self>, messages: Vec<Message>) -> Answer {
+        Box::pin(async move {
+            match publish(&self.shared, &messages).await {
+                Ok(()) => (
+                    StatusCode::ACCEPTED,
+                    axum::Json(json!({ "accepted": messages.len() })),
+                )
+                    .into_response(),
+                Err(e) => admin::unavailable(e),
+            }
+        })
+    }
+
+    fn metrics(&self, _statuses: &[PluginStatus], text: &mut String) {
+        cluster_metrics(&self.shared, text);
+    }
 }
 
-async fn metrics(State(api): State<Api>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorized(&api, &headers) {
-        return *denied;
-    }
-    let shared = &api.shared;
+fn cluster_metrics(shared: &Shared, text: &mut String) {
     let stats = &shared.stats;
-    let mut text = String::new();
     let owned = lock(&shared.partitions.owned);
+    let _ = writeln!(
+        text,
+        "# TYPE corral_cluster_partitions_owned gauge\ncorral_cluster_partitions_owned {}",
+        owned.len()
+    );
     let counters = [
-        ("corral_cluster_partitions_owned", "gauge", owned.len() as u64),
-        (
-            "corral_cluster_lease_renewals_total",
-            "counter",
-            stats.renewals.load(Ordering::Relaxed),
-        ),
-        (
-            "corral_cluster_takeovers_total",
-            "counter",
-            stats.takeovers.load(Ordering::Relaxed),
-        ),
-        (
-            "corral_cluster_partitions_released_total",
-            "counter",
-            stats.released.load(Ordering::Relaxed),
-        ),
-        (
-            "corral_cluster_leases_lost_total",
-            "counter",
-            stats.lost.load(Ordering::Relaxed),
-        ),
-        (
-            "corral_cluster_published_total",
-            "counter",
-            stats.published.load(Ordering::Relaxed),
-        ),
-        (
-            "corral_cluster_duplicates_total",
-            "counter",
-            stats.duplicates.load(Ordering::Relaxed),
-        ),
-        (
-            "corral_cluster_accepted_total",
-            "counter",
-            stats.accepted.load(Ordering::Relaxed),
-        ),
+        ("lease_renewals_total", &stats.renewals),
+        ("takeovers_total", &stats.takeovers),
+        ("partitions_released_total", &stats.released),
+        ("leases_lost_total", &stats.lost),
+        ("published_total", &stats.published),
+        ("duplicates_total", &stats.duplicates),
+        ("accepted_total", &stats.accepted),
     ];
-    for (name, kind, value) in counters {
-        let _ = writeln!(text, "# TYPE {name} {kind}\n{name} {value}");
+    for (name, value) in counters {
+        let value = value.load(Ordering::Relaxed);
+        let _ = writeln!(
+            text,
+            "# TYPE corral_cluster_{name} counter\ncorral_cluster_{name} {value}"
+        );
     }
     let _ = writeln!(text, "# TYPE corral_cluster_lag_messages gauge");
     let _ = writeln!(text, "# TYPE corral_cluster_processed_total counter");
     for o in owned.values() {
         let s = &o.worker.stats;
         let p = o.worker.partition;
-        for (name, (processed, _)) in lock(&s.per_plugin).iter() {
+        for (name, per) in lock(&s.per_plugin).iter() {
+            let processed = per.processed;
             let lag = s.lag.load(Ordering::Relaxed);
             let _ = writeln!(
                 text,
@@ -267,7 +269,6 @@ async fn metrics(State(api): State<Api>, headers: HeaderMap) -> Response {
             );
         }
     }
-    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// Reads JSON lines from stdin and publishes them in batches (what one read brought).

@@ -5,15 +5,17 @@
 //! 2. renews each lease it holds, `p<N>` in `<stream>_leases`, by an update that
 //!    expects the revision it last wrote (compare-and-swap): a lease it cannot renew
 //!    was taken, and its partition stops at once, without a checkpoint;
-//! 3. counts the live daemons (a heartbeat younger than the lease time) and, when it
-//!    holds more than its fair share (`ceil(partitions / live)`), hands one partition
-//!    back cleanly (checkpoint, then delete the lease); when it holds fewer, takes
-//!    unowned or expired leases, by create or compare-and-swap, up to its share.
+//! 3. reads every lease and counts the live daemons (a heartbeat younger than the
+//!    lease time, or a lease held and not expired) and, when it holds more than its
+//!    fair share (`ceil(partitions / live)`), hands the excess back cleanly (checkpoint,
+//!    then delete the lease); when it holds fewer, takes unowned or expired leases, by
+//!    create or compare-and-swap, up to its share. A daemon at the rounded-up share
+//!    keeps it, so each partition moves at most once when a daemon joins.
 //!
 //! A partition's worker also stops by itself when its lease's expiry passes without a
 //! renewal, so two daemons never process one partition past a lease time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -238,28 +240,65 @@ async fn renew(shared: &Shared) {
     }
 }
 
+/// The fair share of `partitions` among `live` daemons: `ceil(partitions / live)`. A
+/// daemon takes up to it and hands back only what is above it, so a daemon holding the
+/// rounded-up share (over the exact share by less than one) keeps it: shares settle
+/// with each partition moved at most once.
+pub(crate) fn fair_share(partitions: u32, live: usize) -> u32 {
+    partitions.div_ceil(u32::try_from(live.max(1)).unwrap_or(u32::MAX))
+}
+
 async fn balance(shared: &Arc<Shared>) {
     let now = now_ms();
     let ttl = shared.config.lease_ttl.as_millis() as u64;
-    let live = heartbeats(&shared.daemons)
-        .await
-        .iter()
-        .filter(|b| b.beat_ms + ttl > now || b.id == shared.config.id)
-        .count()
-        .max(1) as u32;
     let total = shared.config.partitions;
-    let share = total.div_ceil(live);
+    let me = shared.config.id.as_str();
+    // Every lease, read once for the round.
+    let mut leases = Vec::with_capacity(total as usize);
+    for partition in 0..total {
+        match shared.leases.entry(lease_key(partition)).await {
+            Ok(entry) => {
+                let lease = entry
+                    .as_ref()
+                    .and_then(|e| serde_json::from_slice::<Lease>(&e.value).ok());
+                leases.push((partition, entry.map(|e| e.revision), lease));
+            }
+            Err(e) => {
+                tracing::warn!(partition, "cannot read the lease, balancing next round: {e}");
+                return;
+            }
+        }
+    }
+    // Live: a heartbeat younger than the lease time, or a lease held and not expired (a
+    // heartbeat written late does not make its daemon's partitions look spare, which
+    // would have them taken and handed back).
+    let mut live: BTreeSet<String> = heartbeats(&shared.daemons)
+        .await
+        .into_iter()
+        .filter(|b| b.beat_ms + ttl > now)
+        .map(|b| b.id)
+        .collect();
+    live.insert(me.to_owned());
+    for (_, _, lease) in &leases {
+        if let Some(lease) = lease
+            && lease.until_ms > now
+        {
+            live.insert(lease.owner.clone());
+        }
+    }
+    let share = fair_share(total, live.len());
     let owned: Vec<u32> = lock(&shared.partitions.owned).keys().copied().collect();
     if owned.len() as u32 > share {
-        // Hand one back cleanly; the next round hands back another if needed.
-        if let Some(&partition) = owned.last() {
+        // Over the share by at least one: hand back the excess, each after a checkpoint.
+        let excess = owned.len() - share as usize;
+        for &partition in owned.iter().rev().take(excess) {
             release(shared, partition).await;
         }
         return;
     }
     let mut have = owned.len() as u32;
     // Start looking at a place of our own, so daemons do not all race for partition 0.
-    let offset = super::partition_of_key(&shared.config.id, total);
+    let offset = super::partition_of_key(me, total);
     for i in 0..total {
         if have >= share || shared.closing.load(Ordering::SeqCst) {
             break;
@@ -268,30 +307,19 @@ async fn balance(shared: &Arc<Shared>) {
         if owned.contains(&partition) {
             continue;
         }
+        let (_, revision, lease) = &leases[partition as usize];
         let key = lease_key(partition);
-        let entry = match shared.leases.entry(&key).await {
-            Ok(entry) => entry,
-            Err(e) => {
-                tracing::warn!(partition, "cannot read the lease: {e}");
-                continue;
-            }
-        };
-        let (taken, takeover) = match entry {
-            None => (shared.leases.create(&key, lease_value(shared)).await.ok(), false),
-            Some(entry) => {
-                let lease: Option<Lease> = serde_json::from_slice(&entry.value).ok();
-                match lease {
-                    Some(lease) if lease.until_ms > now && lease.owner != shared.config.id => continue,
-                    lease => (
-                        shared
-                            .leases
-                            .update(&key, lease_value(shared), entry.revision)
-                            .await
-                            .ok(),
-                        lease.is_some_and(|l| l.owner != shared.config.id),
-                    ),
-                }
-            }
+        let (taken, takeover) = match (revision, lease) {
+            (None, _) => (shared.leases.create(&key, lease_value(shared)).await.ok(), false),
+            (Some(_), Some(lease)) if lease.until_ms > now && lease.owner != me => continue,
+            (Some(revision), lease) => (
+                shared
+                    .leases
+                    .update(&key, lease_value(shared), *revision)
+                    .await
+                    .ok(),
+                lease.as_ref().is_some_and(|l| l.owner != me),
+            ),
         };
         let Some(revision) = taken else { continue };
         let until = now_ms() + ttl;

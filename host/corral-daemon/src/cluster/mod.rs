@@ -356,10 +356,13 @@ pub fn run(daemon: DaemonConfig, config: ClusterConfig) -> Result<(), DaemonErro
         if shared.daemon.stdin {
             http::read_stdin(shared.clone());
         }
-        axum::serve(listener, http::router(shared.clone(), template.0.clone()))
-            .with_graceful_shutdown(crate::daemon::shutdown_signal())
-            .await
-            .map_err(|e| fail(format!("admin API failed: {e}")))
+        axum::serve(
+            listener,
+            http::router(shared.clone(), template.0.clone(), template.1.clone()),
+        )
+        .with_graceful_shutdown(crate::daemon::shutdown_signal())
+        .await
+        .map_err(|e| fail(format!("admin API failed: {e}")))
     })?;
     tracing::info!("shutting down: checkpointing and releasing every partition");
     shared.closing.store(true, Ordering::SeqCst);
