@@ -17,7 +17,7 @@ use crate::bombs;
 #[track_caller]
 fn refused(bytes: &[u8]) -> String {
     match crate::support::host().check("door", bytes) {
-        Err(LoadError::Invalid { plugin, reason }) => {
+        Err(LoadError::Invalid { plugin, reason, .. }) => {
             assert_eq!(plugin, "door");
             reason
         }

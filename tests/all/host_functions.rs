@@ -26,6 +26,18 @@ mod bindings {
 
 use bindings::acme::lookup::lookup;
 
+/// The error of the host function itself, typed, as an embedder's own would be.
+#[derive(Debug)]
+struct BackendDown;
+
+impl std::fmt::Display for BackendDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the lookup backend is down")
+    }
+}
+
+impl std::error::Error for BackendDown {}
+
 /// Each instance's data: what it looked up, shared with the test.
 struct Probe {
     seen: Arc<Mutex<Vec<String>>>,
@@ -46,7 +58,7 @@ impl lookup::Host for HostCtx<Probe> {
         Ok(match key.as_str() {
             "alice" => Ok(Some("admin".into())),
             "offline" => Err("the table is offline".into()),
-            "fail" => return Err(corral::wasmtime::format_err!("the lookup backend is down")),
+            "fail" => return Err(corral::wasmtime::Error::new(BackendDown)),
             "slow" => {
                 thread::sleep(Duration::from_millis(300));
                 Ok(Some("late".into()))
@@ -149,6 +161,12 @@ fn a_host_functions_errors_reach_the_guest_or_fail_the_call() {
     assert!(
         format!("{error:#}").contains("the lookup backend is down"),
         "{error:#}"
+    );
+    // The embedder's own error is kept typed in the source chain.
+    let mut chain = std::iter::successors(std::error::Error::source(&error), |e| e.source());
+    assert!(
+        chain.any(|e| e.downcast_ref::<BackendDown>().is_some()),
+        "no BackendDown in the source chain of {error:?}"
     );
     plugin.process_message(&ask("alice")).unwrap();
     assert_eq!(plugin.stats().instances, 2);

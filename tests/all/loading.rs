@@ -205,12 +205,23 @@ fn a_pooled_host_runs_plugins_and_says_when_the_pool_is_full() {
     let error = host
         .load("pooled-three", &bytes, PluginOptions::default())
         .unwrap_err();
-    let LoadError::Instantiate { reason, .. } = &error else {
+    // A variant of its own, wasmtime's report kept as the source.
+    let LoadError::PoolFull { plugin, .. } = &error else {
         panic!("{error:?}");
     };
+    assert_eq!(plugin, "pooled-three");
+    let source = std::error::Error::source(&error).expect("a source");
     assert!(
-        reason.ends_with("the host's pool of sandboxes is full (`HostBuilder::pooling`); give it more room, or unload plugins"),
-        "{reason}"
+        source
+            .downcast_ref::<corral::wasmtime::PoolConcurrencyLimitError>()
+            .is_some()
+    );
+    assert!(source.to_string().contains("concurrent limit of 2"), "{source}");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("plugin `pooled-three` failed to start: ")
+            && message.ends_with("the host's pool of sandboxes is full (`HostBuilder::pooling`); give it more room, or unload plugins"),
+        "{message}"
     );
 }
 

@@ -112,7 +112,7 @@ pub use sandbox::embedder::{HostCtx, HostGetter, HostLinker};
 pub use sandbox::limits::{Limit, Limits, parse_size};
 pub use sandbox::output::{LogLevel, LogLine, LogSource, escape};
 pub use sandbox::store::{KvStore, MemoryStore, StateStore, StoreError};
-pub use sandbox::{DirGrant, SandboxState, Tier, Violation};
+pub use sandbox::{Cause, DirGrant, SandboxState, Tier, Violation};
 /// The wasmtime this Corral is built on, for an embedder's `bindgen!` and `Val`s: use it
 /// rather than a `wasmtime` dependency of your own, so the two never differ.
 pub use wasmtime;

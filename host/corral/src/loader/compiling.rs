@@ -13,6 +13,7 @@ use super::compile::{self, ComponentCost, WorkerError};
 use super::engine::EngineSettings;
 use super::{Host, LoadError};
 use crate::plugin::Upgrade;
+use crate::sandbox::Cause;
 
 /// How many compiled components the memo keeps.
 const MEMO_ENTRIES: usize = 16;
@@ -129,6 +130,7 @@ impl Host {
         let cost = ComponentCost::measure(bytes).map_err(|e| LoadError::Invalid {
             plugin: name.to_owned(),
             reason: e.to_string(),
+            source: Some(Box::new(e)),
         })?;
         match limits.exceeded(&cost) {
             None => Ok(()),
@@ -158,17 +160,19 @@ impl Host {
         settings: EngineSettings,
         engine: &Engine,
     ) -> Result<Component, LoadError> {
-        let invalid = |reason: String| LoadError::Invalid {
+        let invalid = |reason: String, source: Option<Cause>| LoadError::Invalid {
             plugin: name.to_owned(),
             reason,
+            source,
         };
         let Some(worker) = &self.compiler.worker else {
-            return Component::from_binary(engine, bytes).map_err(|e| invalid(format!("{e:#}")));
+            return Component::from_binary(engine, bytes)
+                .map_err(|e| invalid(format!("{e:#}"), Some(crate::sandbox::cause(e))));
         };
         let started = std::time::Instant::now();
         let code =
             compile::in_worker(worker, settings, &self.compiler.limits, bytes).map_err(|e| match e {
-                WorkerError::Invalid(reason) => invalid(reason),
+                WorkerError::Invalid(reason) => invalid(reason, None),
                 WorkerError::Stopped(limit, max) => {
                     tracing::warn!(plugin = name, limit = limit.key(), max, "compile stopped");
                     LoadError::CompileStopped {

@@ -1,13 +1,20 @@
 //! Why a plugin could not be loaded, and why a host could not be built.
 //!
 //! Every variant names the plugin (or the file) and the reason, and says what to do.
+//!
+//! A message is whole on its own: it already says its cause, as the daemon and `corral`
+//! print it, so print it with `{}`. Where the cause is another library's error (the
+//! OS's, wasmtime's, wasmparser's), it is also kept typed as the error's
+//! [`source`](std::error::Error::source), for a program that needs to tell one cause
+//! from another by type rather than by text; a report that walks the chain shows it
+//! twice.
 
 use std::path::PathBuf;
 
 use super::compile::CompileLimit;
 use crate::contract::mismatch::{Bulleted, Mismatch};
-use crate::sandbox::Limit;
 use crate::sandbox::violation::Escaped;
+use crate::sandbox::{Cause, Limit, POOL_FULL};
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -18,8 +25,8 @@ pub enum LoadError {
     Read {
         /// The file.
         path: PathBuf,
-        /// What the OS said (in the message already, so not also a `source()`, which
-        /// would print it twice in a report of the error chain).
+        /// What the OS said.
+        #[source]
         error: std::io::Error,
     },
     /// The plugin's name cannot be used (it names its store namespace and its logs).
@@ -70,8 +77,12 @@ pub enum LoadError {
     Invalid {
         /// The plugin's name.
         plugin: String,
-        /// Wasmtime's reason.
+        /// Wasmtime's (or the parser's) reason.
         reason: String,
+        /// The error behind it, when it came from this process (a compile worker's
+        /// reason arrives as text).
+        #[source]
+        source: Option<Cause>,
     },
     /// The component does not fit the world: wrong or missing exports, unknown imports,
     /// or another version of the contract.
@@ -166,8 +177,21 @@ pub enum LoadError {
     Instantiate {
         /// The plugin's name.
         plugin: String,
-        /// The reason.
+        /// The reason, in words.
         reason: String,
+        /// Wasmtime's error behind it, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// The host's pool of sandboxes had no free slot for the plugin's first instance
+    /// ([`crate::HostBuilder::pooling`]).
+    #[error("plugin `{plugin}` failed to start: {source}: {POOL_FULL}")]
+    PoolFull {
+        /// The plugin's name.
+        plugin: String,
+        /// Wasmtime's report of the limit reached.
+        #[source]
+        source: wasmtime::PoolConcurrencyLimitError,
     },
 }
 

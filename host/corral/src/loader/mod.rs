@@ -198,9 +198,14 @@ impl Host {
                 limit,
                 detail,
             },
-            StartError::Other(reason) => LoadError::Instantiate {
+            StartError::PoolFull(full) => LoadError::PoolFull {
+                plugin: name.to_owned(),
+                source: full,
+            },
+            StartError::Other { reason, source } => LoadError::Instantiate {
                 plugin: name.to_owned(),
                 reason,
+                source,
             },
         })
     }

@@ -4,7 +4,7 @@
 //! apart from the ones the host imposed (limits, traps), so a caller can tell "the
 //! plugin said no" from "the sandbox stopped it".
 
-use crate::sandbox::{Limit, Violation};
+use crate::sandbox::{Cause, Limit, POOL_FULL, Violation};
 
 /// Why a call into a plugin failed.
 ///
@@ -83,8 +83,21 @@ pub enum CallError {
     Restart {
         /// The plugin's name.
         plugin: String,
-        /// The reason.
+        /// The reason, in words.
         reason: String,
+        /// Wasmtime's error behind it, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// The host's pool of sandboxes had no free slot for a fresh instance
+    /// ([`crate::HostBuilder::pooling`]): the call did not run.
+    #[error("plugin `{plugin}` has no sandbox to run in: {source}: {POOL_FULL}")]
+    PoolFull {
+        /// The plugin's name.
+        plugin: String,
+        /// Wasmtime's report of the limit reached.
+        #[source]
+        source: wasmtime::PoolConcurrencyLimitError,
     },
     /// The guest broke the contract: it emitted a message the host refuses, reported
     /// batch failures that do not fit its batch, or handed the host an invalid
@@ -114,8 +127,12 @@ pub enum CallError {
     Host {
         /// The plugin's name.
         plugin: String,
-        /// The reason.
+        /// The reason, in words.
         reason: String,
+        /// The error behind it, when there is one: an embedder's host function's own
+        /// error can be downcast from here.
+        #[source]
+        source: Option<Cause>,
     },
 }
 
@@ -132,6 +149,7 @@ impl CallError {
             | CallError::Unloaded { plugin }
             | CallError::NotFound { plugin }
             | CallError::Restart { plugin, .. }
+            | CallError::PoolFull { plugin, .. }
             | CallError::Violation { plugin, .. }
             | CallError::Export { plugin, .. }
             | CallError::Host { plugin, .. } => plugin,

@@ -113,7 +113,12 @@ impl Plugin {
                 limit,
                 detail,
             },
-            StartError::Other(reason) => CallError::Restart { plugin, reason },
+            StartError::PoolFull(full) => CallError::PoolFull { plugin, source: full },
+            StartError::Other { reason, source } => CallError::Restart {
+                plugin,
+                reason,
+                source,
+            },
         }
     }
 

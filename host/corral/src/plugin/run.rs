@@ -10,7 +10,7 @@ use super::fault::{Fault, check_failures, classify, failure_text, panic_message}
 use super::{CallError, CallOutcome, Cell, Done, Entry, Facts, Instance, Plugin};
 use crate::contract::bindings::corral::plugin::types::Failure;
 use crate::sandbox::output::{escape, escaped_len};
-use crate::sandbox::{Entries, Limit, Sandbox, hostcall_fuel, lend};
+use crate::sandbox::{Entries, Limit, Sandbox, cause, hostcall_fuel, lend};
 
 impl Plugin {
     /// Runs one call on the plugin's instance, making a fresh one first if the last call
@@ -48,6 +48,7 @@ impl Plugin {
         let host_error = |reason: String| CallError::Host {
             plugin: plugin(),
             reason,
+            source: None,
         };
         let Cell {
             sandbox, batch, raw, ..
@@ -67,7 +68,12 @@ impl Plugin {
         };
         let scale = u32::try_from(messages).unwrap_or(u32::MAX);
         if let Err(e) = self.spec.arm_for(store, scale) {
-            return (Err(host_error(format!("{e:#}"))), facts);
+            let error = CallError::Host {
+                plugin: plugin(),
+                reason: format!("{e:#}"),
+                source: Some(cause(e)),
+            };
+            return (Err(error), facts);
         }
         {
             let data = store.data_mut();
@@ -339,6 +345,7 @@ impl Plugin {
                             Fault::Host => CallError::Host {
                                 plugin: plugin(),
                                 reason: format!("{trap:#}"),
+                                source: Some(cause(trap)),
                             },
                         },
                     }

@@ -179,3 +179,117 @@ fn split_across_swaps<M>(
     }
     Ok(all)
 }
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::Trap;
+
+    use super::*;
+
+    /// What the version serving the name does with the run it is handed.
+    #[derive(Clone, Copy)]
+    enum Version {
+        /// Takes the first `take` messages (all, if fewer are left), failing those at
+        /// these indices of the run it was handed, and is replaced before the rest.
+        Takes(usize, &'static [usize]),
+        /// Was replaced before the call: refuses the whole run.
+        Retired,
+        /// Fails the whole call (a trap).
+        Traps,
+    }
+
+    /// Runs `messages` messages through versions answering as `script` says, in turn:
+    /// the outcome, and which version answered each message.
+    fn split(messages: usize, script: &[Version]) -> (Result<BatchOutcome, CallError>, Vec<Vec<usize>>) {
+        let run: Vec<usize> = (0..messages).collect();
+        let mut answered = vec![Vec::new(); messages];
+        let mut turn = 0;
+        let result = split_across_swaps(&run, |rest| {
+            let version = *script.get(turn).unwrap_or(&Version::Retired);
+            let this = turn;
+            turn += 1;
+            let plugin = || "p".to_owned();
+            match version {
+                Version::Retired => Err(CallError::Unloaded { plugin: plugin() }),
+                Version::Traps => Err(CallError::Trap {
+                    plugin: plugin(),
+                    trap: Trap::UnreachableCodeReached,
+                }),
+                Version::Takes(take, fail) => {
+                    let take = take.min(rest.len());
+                    for &message in &rest[..take] {
+                        answered[message].push(this);
+                    }
+                    let mut failed: Vec<(usize, CallError)> = fail
+                        .iter()
+                        .filter(|&&i| i < take)
+                        .map(|&i| {
+                            let error = CallError::Failed {
+                                plugin: plugin(),
+                                message: format!("{i}"),
+                            };
+                            (i, error)
+                        })
+                        .collect();
+                    if take < rest.len() {
+                        failed.push((take, CallError::Unloaded { plugin: plugin() }));
+                    }
+                    Ok(BatchOutcome {
+                        failed,
+                        calls: 1,
+                        ..BatchOutcome::default()
+                    })
+                }
+            }
+        });
+        (result, answered)
+    }
+
+    fn indices(outcome: &BatchOutcome) -> Vec<usize> {
+        outcome.failed.iter().map(|(i, _)| *i).collect()
+    }
+
+    /// A row of the table below.
+    type Row = (usize, &'static [Version], &'static [usize], &'static [usize], u64);
+
+    #[test]
+    fn a_run_split_by_swaps_is_answered_once_per_message_with_the_runs_indices() {
+        use Version::*;
+        // (messages, the versions in turn) -> (failed indices of the run, the version
+        // that answered each message, calls)
+        #[rustfmt::skip]
+        let table: &[Row] = &[
+            // No swap: one version takes it all.
+            (5, &[Takes(9, &[1, 3])], &[1, 3], &[0, 0, 0, 0, 0], 1),
+            // Replaced after two messages: the next takes the rest, its failures
+            // shifted to the run's indices.
+            (5, &[Takes(2, &[1]), Takes(9, &[0])], &[1, 2], &[0, 0, 1, 1, 1], 2),
+            // Replaced before the call: the whole run goes to the next.
+            (3, &[Retired, Takes(9, &[])], &[], &[1, 1, 1], 1),
+            // Three versions, one message each time.
+            (3, &[Takes(1, &[]), Takes(1, &[0]), Takes(1, &[0])], &[1, 2], &[0, 1, 2], 3),
+            // The next version fails the whole call: the rest of the run failed with it.
+            (4, &[Takes(1, &[]), Traps], &[1], &[0], 1),
+        ];
+        for (row, (messages, script, failed, by, calls)) in table.iter().enumerate() {
+            let (result, answered) = split(*messages, script);
+            let outcome = result.unwrap_or_else(|e| panic!("row {row}: {e}"));
+            assert_eq!(indices(&outcome), *failed, "row {row}: failed");
+            assert_eq!(outcome.calls, *calls, "row {row}: calls");
+            for (message, versions) in answered.iter().enumerate() {
+                let expected: Vec<usize> = by.get(message).map(|&v| vec![v]).unwrap_or_default();
+                assert_eq!(*versions, expected, "row {row}: message {message} answered by");
+            }
+        }
+    }
+
+    #[test]
+    fn a_run_that_fails_before_any_message_is_taken_is_the_calls_error() {
+        let (result, _) = split(3, &[Version::Traps]);
+        assert!(matches!(result, Err(CallError::Trap { .. })), "{result:?}");
+        // A name that keeps being swapped gives up after a bound, with the refusal.
+        let (result, answered) = split(3, &[Version::Retired; MAX_RETRIES + 1]);
+        assert!(matches!(result, Err(CallError::Unloaded { .. })), "{result:?}");
+        assert!(answered.iter().all(Vec::is_empty));
+    }
+}

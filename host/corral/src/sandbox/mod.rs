@@ -87,25 +87,43 @@ pub(crate) struct SandboxSpec {
     pub host_functions: embedder::HostFunctions,
 }
 
+/// The cause of an error, kept typed for [`std::error::Error::source`]: an embedder can
+/// downcast it (to a `std::io::Error`, a [`wasmtime::Trap`]…) where the message is not
+/// enough.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A wasmtime error as a [`Cause`], its chain kept.
+pub(crate) fn cause(error: wasmtime::Error) -> Cause {
+    error.into_boxed_dyn_error()
+}
+
 /// Why a new instance did not start.
 #[derive(Debug)]
 pub(crate) enum StartError {
     /// Its start-up ran into a limit.
     Limit(Limit, String),
-    /// Anything else, in words.
-    Other(String),
+    /// The host's pool of sandboxes has no free slot (`HostBuilder::pooling`).
+    PoolFull(wasmtime::PoolConcurrencyLimitError),
+    /// Anything else: the reason in words, and wasmtime's error behind it if there is
+    /// one.
+    Other { reason: String, source: Option<Cause> },
 }
 
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartError::Limit(limit, detail) => write!(f, "it exceeded its {limit} limit: {detail}"),
-            StartError::Other(reason) => f.write_str(reason),
+            StartError::PoolFull(full) => write!(f, "{full}: {POOL_FULL}"),
+            StartError::Other { reason, .. } => f.write_str(reason),
         }
     }
 }
 
 impl std::error::Error for StartError {}
+
+/// What to do about a full pool, in every message that reports one.
+pub(crate) const POOL_FULL: &str =
+    "the host's pool of sandboxes is full (`HostBuilder::pooling`); give it more room, or unload plugins";
 
 impl SandboxSpec {
     /// A new instance in a new store. Its start-up runs under the same fuel, deadline
@@ -114,7 +132,13 @@ impl SandboxSpec {
         self.try_instantiate(code)
             .map_err(|e| match e.downcast::<StartError>() {
                 Ok(start) => start,
-                Err(e) => StartError::Other(format!("{e:#}")),
+                Err(e) => match e.downcast::<wasmtime::PoolConcurrencyLimitError>() {
+                    Ok(full) => StartError::PoolFull(full),
+                    Err(e) => StartError::Other {
+                        reason: format!("{e:#}"),
+                        source: Some(cause(e)),
+                    },
+                },
             })
     }
 
@@ -180,12 +204,6 @@ impl SandboxSpec {
                  raise `memory` in its sidecar's [limits] (or --memory)",
                 self.limits.memory_bytes
             ),
-            None if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
-                wasmtime::format_err!(
-                    "{e}: the host's pool of sandboxes is full (`HostBuilder::pooling`); give it \
-                 more room, or unload plugins"
-                )
-            }
             None => e,
         })?;
         let entries = match &code.exports.world {
