@@ -11,40 +11,22 @@ include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
-/// The `corral` command, built on first use into the target directory this test binary
-/// lives in, with the same profile. (The suite is a test of `corral-test-guests`, so
-/// that `cargo test -p corral --lib` does not build the guests; cargo gives a test or a
-/// bench the path of its own package's binaries only.)
+/// The `corral` command under test: the suite's own copy of it (`bin/corral-suite.rs`,
+/// the same `corral_daemon::main` as the `corral` binary), which cargo builds beside a
+/// test or bench of this package, in the same profile directory.
 pub fn corral_exe() -> &'static Path {
     static EXE: LazyLock<PathBuf> = LazyLock::new(|| {
         // target/<profile>/deps/<test or bench>-<hash>
         let exe = std::env::current_exe().expect("the test binary's path");
         let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-        let target_dir = profile_dir.parent().expect("target/");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev",
-            Some(other) => other,
-        };
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "corral-daemon",
-                "--bin",
-                "corral",
-                "--profile",
-                profile,
-            ])
-            .arg("--manifest-path")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
-            .arg("--target-dir")
-            .arg(target_dir)
-            .status()
-            .expect("cannot run cargo to build the corral command");
-        assert!(status.success(), "building the corral command failed (see above)");
-        profile_dir.join(format!("corral{}", std::env::consts::EXE_SUFFIX))
+        let corral = profile_dir.join(format!("corral-suite{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            corral.is_file(),
+            "`{}` is missing: cargo builds it with this package's tests and benches \
+             (`cargo test -p corral-test-guests`)",
+            corral.display()
+        );
+        corral
     });
     &EXE
 }

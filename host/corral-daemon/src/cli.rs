@@ -114,7 +114,7 @@ struct ClusterArgs {
     #[arg(long, value_name = "URL", required = true)]
     nats: Option<String>,
     /// The input stream; the output stream and the buckets are named after it.
-    #[arg(long, value_name = "NAME", default_value = corral_daemon::ClusterConfig::DEFAULT_STREAM)]
+    #[arg(long, value_name = "NAME", default_value = crate::ClusterConfig::DEFAULT_STREAM)]
     stream: String,
     /// How long a lease lasts without renewal (e.g. 3s): a dead daemon's partitions are
     /// taken over after about this long.
@@ -130,16 +130,16 @@ struct RunClusterArgs {
     #[arg(long, value_name = "URL")]
     nats: Option<String>,
     /// The input stream; the output stream and the buckets are named after it.
-    #[arg(long, value_name = "NAME", default_value = corral_daemon::ClusterConfig::DEFAULT_STREAM)]
+    #[arg(long, value_name = "NAME", default_value = crate::ClusterConfig::DEFAULT_STREAM)]
     stream: String,
     /// Input subjects are PREFIX.<partition>.
-    #[arg(long, value_name = "PREFIX", default_value = corral_daemon::ClusterConfig::DEFAULT_SUBJECT_PREFIX)]
+    #[arg(long, value_name = "PREFIX", default_value = crate::ClusterConfig::DEFAULT_SUBJECT_PREFIX)]
     subject_prefix: String,
     /// Emitted messages go to PREFIX.<plugin>.
-    #[arg(long, value_name = "PREFIX", default_value = corral_daemon::ClusterConfig::DEFAULT_OUTPUT_PREFIX)]
+    #[arg(long, value_name = "PREFIX", default_value = crate::ClusterConfig::DEFAULT_OUTPUT_PREFIX)]
     output_prefix: String,
     /// The number of partitions; every daemon of the cluster must agree.
-    #[arg(long, value_name = "N", default_value_t = corral_daemon::ClusterConfig::DEFAULT_PARTITIONS)]
+    #[arg(long, value_name = "N", default_value_t = crate::ClusterConfig::DEFAULT_PARTITIONS)]
     partitions: u32,
     /// The field whose value picks a message's partition (its type when absent).
     #[arg(long, value_name = "FIELD")]
@@ -153,13 +153,13 @@ struct RunClusterArgs {
 }
 
 impl ClusterArgs {
-    fn config(&self) -> corral_daemon::ClusterConfig {
-        corral_daemon::ClusterConfig {
+    fn config(&self) -> crate::ClusterConfig {
+        crate::ClusterConfig {
             url: self.nats.clone().unwrap_or_default(),
             stream: self.stream.clone(),
-            subject_prefix: corral_daemon::ClusterConfig::DEFAULT_SUBJECT_PREFIX.into(),
-            output_prefix: corral_daemon::ClusterConfig::DEFAULT_OUTPUT_PREFIX.into(),
-            partitions: corral_daemon::ClusterConfig::DEFAULT_PARTITIONS,
+            subject_prefix: crate::ClusterConfig::DEFAULT_SUBJECT_PREFIX.into(),
+            output_prefix: crate::ClusterConfig::DEFAULT_OUTPUT_PREFIX.into(),
+            partitions: crate::ClusterConfig::DEFAULT_PARTITIONS,
             partition_key: None,
             lease_ttl: self.lease_ttl,
             id: String::new(),
@@ -175,7 +175,7 @@ struct RunArgs {
     #[arg(long, value_name = "DIR", default_value = "corral-data")]
     data: PathBuf,
     /// The admin API's address; anything but loopback needs --token.
-    #[arg(long, value_name = "ADDR", default_value = corral_daemon::DaemonConfig::DEFAULT_ADMIN)]
+    #[arg(long, value_name = "ADDR", default_value = crate::DaemonConfig::DEFAULT_ADMIN)]
     admin: std::net::SocketAddr,
     /// The bearer token the admin API requires (`Authorization: Bearer TOKEN`).
     #[arg(long, value_name = "TOKEN", env = "CORRAL_TOKEN", hide_env_values = true)]
@@ -186,7 +186,7 @@ struct RunArgs {
     /// The most unread bytes the message log under --data holds: at the bound, intake
     /// waits (stdin is not read, POST /messages answers 503) until the slowest plugin
     /// catches up. Bytes, or with a KiB, MiB or GiB suffix.
-    #[arg(long, value_name = "SIZE", default_value = corral_daemon::DaemonConfig::DEFAULT_MAX_LOG, value_parser = corral::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = crate::DaemonConfig::DEFAULT_MAX_LOG, value_parser = corral::parse_size)]
     max_log: u64,
     /// How often appended messages are made durable (group commit), in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 10)]
@@ -385,21 +385,21 @@ pub fn run() -> anyhow::Result<ExitCode> {
         } => {
             println!(
                 "{}",
-                corral_daemon::cluster::ops::deploy(&cluster.config(), &file, sidecar.as_deref())?
+                crate::cluster::ops::deploy(&cluster.config(), &file, sidecar.as_deref())?
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json, cluster } => {
-            let beats = corral_daemon::cluster::ops::status(&cluster.config())?;
+            let beats = crate::cluster::ops::status(&cluster.config())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&beats)?);
             } else {
-                print!("{}", corral_daemon::cluster::ops::status_text(&beats));
+                print!("{}", crate::cluster::ops::status_text(&beats));
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
-            let cluster = args.cluster.nats.clone().map(|url| corral_daemon::ClusterConfig {
+            let cluster = args.cluster.nats.clone().map(|url| crate::ClusterConfig {
                 url,
                 stream: args.cluster.stream.clone(),
                 subject_prefix: args.cluster.subject_prefix.clone(),
@@ -411,19 +411,18 @@ pub fn run() -> anyhow::Result<ExitCode> {
                     .cluster
                     .daemon_id
                     .clone()
-                    .unwrap_or_else(corral_daemon::ClusterConfig::default_id),
+                    .unwrap_or_else(crate::ClusterConfig::default_id),
             });
-            let config = corral_daemon::DaemonConfig {
+            let config = crate::DaemonConfig {
                 dir: args.dir,
                 data_dir: args.data,
                 admin: args.admin,
                 token: args.token,
-                output: args.output.map_or(
-                    corral_daemon::OutputTarget::Stdout,
-                    corral_daemon::OutputTarget::File,
-                ),
-                pipeline: corral_daemon::PipelineOptions {
-                    log: corral_daemon::LogOptions {
+                output: args
+                    .output
+                    .map_or(crate::OutputTarget::Stdout, crate::OutputTarget::File),
+                pipeline: crate::PipelineOptions {
+                    log: crate::LogOptions {
                         max_bytes: args.max_log,
                         // Small bounds get small segments, so read ones can go.
                         segment_bytes: (args.max_log / 4).clamp(64 << 10, 16 << 20),
@@ -446,8 +445,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 allow_broad_grants: args.allow_broad_grants,
             };
             match cluster {
-                Some(cluster) => corral_daemon::cluster::run(config, cluster)?,
-                None => corral_daemon::run(config)?,
+                Some(cluster) => crate::cluster::run(config, cluster)?,
+                None => crate::run(config)?,
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -25,17 +25,34 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 mod admin;
 mod checkpoint;
+mod cli;
 pub mod cluster;
 mod daemon;
 mod input;
 mod intake;
+mod invoke;
 mod log;
 mod matcher;
+mod new;
 mod persist;
 mod pipeline;
 mod settings;
 
 pub use cluster::ClusterConfig;
+
+/// The `corral` command: parses the arguments, runs the subcommand, prints an error
+/// with its causes. The binary is this one call, so that the integration suite's copy
+/// of the command (built with the suite's features, not a second build) is the same
+/// program.
+pub fn main() -> std::process::ExitCode {
+    match cli::run() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
 pub use daemon::{DaemonConfig, DaemonError, OutputTarget, run};
 pub use input::{DEFAULT_MAX_LINE, InputConfig, InputKind, StartAt, TailConfig};
 pub use log::{LogOptions, Position};
