@@ -118,3 +118,52 @@ pub use sandbox::{Cause, DirGrant, SandboxState, Tier, Violation};
 pub use wasmtime;
 pub use wasmtime::Trap;
 pub use watch::{DEBOUNCE, WatchError, WatchOptions, Watcher};
+
+#[cfg(test)]
+mod tests {
+    /// The rooms of the Layout essay, in order.
+    const ROOMS: [&str; 6] = ["contract", "sandbox", "plugin", "loader", "registry", "watch"];
+
+    /// Every `.rs` file under `dir`, with its text.
+    fn sources(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                all.extend(sources(&path));
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                all.push((path, text));
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn each_room_uses_only_the_rooms_before_it() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut wrong = Vec::new();
+        for (position, room) in ROOMS.iter().enumerate() {
+            for (path, text) in sources(&src.join(room)) {
+                for (number, line) in text.lines().enumerate() {
+                    let code = line.split("//").next().unwrap_or("");
+                    for (at, _) in code.match_indices("crate::") {
+                        let rest = &code[at + "crate::".len()..];
+                        let named: String = rest
+                            .chars()
+                            .take_while(|c| c.is_alphanumeric() || *c == '_')
+                            .collect();
+                        let later = ROOMS[position + 1..].contains(&named.as_str());
+                        // Code names the room an item lives in, not its re-export at
+                        // the root, so that this check sees every use.
+                        let reexport = named.starts_with(char::is_uppercase);
+                        if later || reexport {
+                            wrong.push(format!("{}:{}: {}", path.display(), number + 1, line.trim()));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "uses against the layout:\n{}", wrong.join("\n"));
+    }
+}

@@ -20,7 +20,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::LoadError;
+use super::LoadError;
 use crate::sandbox::DirGrant;
 
 /// What a protected directory is, for the error.

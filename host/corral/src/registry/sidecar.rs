@@ -49,7 +49,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-use crate::LoadError;
+use crate::loader::LoadError;
 use crate::plugin::PluginOptions;
 use crate::plugin::RestartPolicy;
 use crate::sandbox::DirGrant;
