@@ -83,8 +83,8 @@ pub(crate) fn fill(batch: &mut Batch, messages: &dyn Messages) -> Result<(), Too
     Ok(())
 }
 
-/// Appends `bytes` to `text` and returns their span.
-fn push(text: &mut Vec<u8>, bytes: &[u8]) -> Result<u64, TooLarge> {
+/// Appends `bytes` to `text` and returns their span (the raw layout's too).
+pub(crate) fn push(text: &mut Vec<u8>, bytes: &[u8]) -> Result<u64, TooLarge> {
     let offset = u32::try_from(text.len()).map_err(|_| TooLarge)?;
     let len = u32::try_from(bytes.len()).map_err(|_| TooLarge)?;
     offset.checked_add(len).ok_or(TooLarge)?;

@@ -7,7 +7,7 @@
 //! as `out-message`s, which the host checks and counts exactly as it does an `emit`'s,
 //! and its failures by record, as `process-batch` does.
 
-use crate::contract::batch::TooLarge;
+use crate::contract::batch::{TooLarge, push};
 use crate::contract::bindings::corral::plugin::types::RawBatch;
 
 /// Numbers per record in `RawBatch::records`.
@@ -57,14 +57,6 @@ pub(crate) fn fill(batch: &mut RawBatch, records: &[RawRecord<'_>]) -> Result<()
         batch.records.extend_from_slice(&words);
     }
     Ok(())
-}
-
-fn push(text: &mut Vec<u8>, bytes: &[u8]) -> Result<u64, TooLarge> {
-    let offset = u32::try_from(text.len()).map_err(|_| TooLarge)?;
-    let len = u32::try_from(bytes.len()).map_err(|_| TooLarge)?;
-    offset.checked_add(len).ok_or(TooLarge)?;
-    text.extend_from_slice(bytes);
-    Ok(u64::from(offset) << 32 | u64::from(len))
 }
 
 /// An empty raw batch, to be filled.
