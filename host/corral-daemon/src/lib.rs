@@ -34,6 +34,7 @@ mod matcher;
 mod persist;
 mod pipeline;
 mod settings;
+mod trim;
 
 pub use cluster::ClusterConfig;
 pub use daemon::{DaemonConfig, DaemonError, OutputTarget, run};
