@@ -125,6 +125,8 @@ impl DaemonError {
 /// an address in use, a watch directory or data directory that cannot be used.
 pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let fail = |e: &dyn std::fmt::Display| DaemonError(e.to_string());
+    // Before the first thread starts.
+    crate::trim::limit_arenas();
     if !config.admin.ip().is_loopback() && config.token.is_none() {
         return Err(DaemonError(format!(
             "refusing to serve the admin API on {} without a token: anyone who can reach it \
@@ -197,8 +199,10 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     intake.start_all();
     tracing::info!(dir = %watcher.dir().display(), plugins = registry.names().len(), "watching");
 
+    // The admin API's: its handlers hand every call into a plugin, a rescan or a wait
+    // for durability to the blocking pool, so one worker serves them all.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .map_err(|e| fail(&e))?;
@@ -222,6 +226,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         if config.stdin {
             read_stdin(pipeline.clone(), closing.clone());
         }
+        tokio::spawn(release_when_settled(registry.clone()));
         axum::serve(listener, admin::router(admin))
             .with_graceful_shutdown(shutdown_signal())
             .await
@@ -267,6 +272,42 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         }
     }
     Ok(())
+}
+
+/// How often [`release_when_settled`] looks at what serves.
+const SETTLE_CHECK: Duration = Duration::from_secs(2);
+
+/// Gives back the pages loading touched (`trim`) once what serves has settled — every
+/// plugin loaded and on optimised code, as after start-up — and again after each change
+/// (a swap, an unload, a tier-up), when that has settled too.
+async fn release_when_settled(registry: Registry) {
+    let mut released: Option<Vec<(String, String, corral::Tier)>> = None;
+    let mut check = tokio::time::interval(SETTLE_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        check.tick().await;
+        let serving: Vec<_> = registry
+            .statuses()
+            .into_iter()
+            .filter_map(|s| s.plugin.map(|p| (s.name, p.version().to_owned(), p.tier())))
+            .collect();
+        let settled = serving
+            .iter()
+            .all(|(_, _, tier)| *tier == corral::Tier::Optimized);
+        if !settled || released.as_ref() == Some(&serving) {
+            continue;
+        }
+        match crate::trim::release_startup_pages() {
+            Ok(r) => tracing::debug!(
+                program_kib = r.program_kib,
+                rss_before_kib = r.rss_before_kib,
+                rss_after_kib = r.rss_after_kib,
+                "gave back the pages loading touched"
+            ),
+            Err(e) => tracing::debug!("cannot give back the pages loading touched: {e}"),
+        }
+        released = Some(serving);
+    }
 }
 
 /// How long a clean stop waits for the output to write what plugins emitted; the rest

@@ -37,6 +37,7 @@ mod new;
 mod persist;
 mod pipeline;
 mod settings;
+mod trim;
 
 pub use cluster::ClusterConfig;
 
