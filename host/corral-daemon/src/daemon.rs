@@ -352,6 +352,8 @@ fn read_stdin(pipeline: Arc<Pipeline>, closing: Arc<AtomicBool>) {
             let mut number = 0u64;
             let log = pipeline.input();
             let stop = || closing.load(Ordering::SeqCst);
+            // Asked of every line whether a plugin takes it; looked up again per read.
+            let mut lines_in = Lines::new(pipeline.routes().matchers());
             loop {
                 let buf = match stdin.fill_buf() {
                     Ok(buf) => buf,
@@ -364,7 +366,7 @@ fn read_stdin(pipeline: Arc<Pipeline>, closing: Arc<AtomicBool>) {
                 if buf.is_empty() {
                     if !partial.is_empty() {
                         number += 1;
-                        push_line(&pipeline, &mut batch, &partial, number);
+                        lines_in.push(&mut batch, &partial, number);
                     }
                     break;
                 }
@@ -378,10 +380,10 @@ fn read_stdin(pipeline: Arc<Pipeline>, closing: Arc<AtomicBool>) {
                     }
                     number += 1;
                     if partial.is_empty() {
-                        push_line(&pipeline, &mut batch, line, number);
+                        lines_in.push(&mut batch, line, number);
                     } else {
                         partial.extend_from_slice(line);
-                        push_line(&pipeline, &mut batch, &partial, number);
+                        lines_in.push(&mut batch, &partial, number);
                         partial.clear();
                     }
                 }
@@ -394,10 +396,12 @@ fn read_stdin(pipeline: Arc<Pipeline>, closing: Arc<AtomicBool>) {
                         break;
                     }
                     batch.clear();
+                    pipeline.count_unmatched(std::mem::take(&mut lines_in.unmatched));
+                    lines_in.matchers = pipeline.routes().matchers();
                 }
             }
-            if !batch.is_empty() {
-                let _ = log.append(&batch, &stop);
+            if !batch.is_empty() && log.append(&batch, &stop).is_ok() {
+                pipeline.count_unmatched(lines_in.unmatched);
             }
             tracing::info!("stdin closed: intake goes on over the admin API");
         });
@@ -406,21 +410,65 @@ fn read_stdin(pipeline: Arc<Pipeline>, closing: Arc<AtomicBool>) {
     }
 }
 
-/// Decodes one stdin line into `batch`, counting it if no plugin matches it; a line
-/// that is not a message is logged and skipped.
-fn push_line(pipeline: &Pipeline, batch: &mut crate::log::Batch, line: &[u8], number: u64) {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.iter().all(u8::is_ascii_whitespace) {
-        return;
-    }
-    let decoded = std::str::from_utf8(line)
-        .map_err(|e| e.to_string())
-        .and_then(|text| Message::from_json(text).map_err(|e| e.to_string()));
-    match decoded {
-        Ok(message) => {
-            pipeline.count_if_unmatched(&message);
-            batch.push(|out| crate::log::codec::encode(&message, out));
+/// What stdin intake keeps between lines: the matchers asked, the lines of the batch
+/// being built that none of them takes, and scratch space.
+struct Lines {
+    matchers: crate::settings::Matchers,
+    unmatched: u64,
+    /// A line's fields, encoded while it is read.
+    fields: Vec<u8>,
+    /// The message a record decodes to, for matchers that look at it.
+    message: Message,
+}
+
+impl Lines {
+    fn new(matchers: crate::settings::Matchers) -> Lines {
+        Lines {
+            matchers,
+            unmatched: 0,
+            fields: Vec::new(),
+            message: crate::log::codec::empty(),
         }
-        Err(e) => tracing::warn!("stdin line {number}: invalid message JSON, skipped: {e}"),
+    }
+
+    /// Decodes one stdin line into a record of `batch` (straight from the JSON, see
+    /// `log::json`), counting it if no plugin matches it; a line that is not a message
+    /// is logged and skipped.
+    fn push(&mut self, batch: &mut crate::log::Batch, line: &[u8], number: u64) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let fields = &mut self.fields;
+        let pushed = std::str::from_utf8(line)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                batch
+                    .try_push(|out| crate::log::json::encode(text, out, fields))
+                    .map_err(|e| e.to_string())
+            });
+        match pushed {
+            Ok(record) => {
+                let taken = self.matchers.take_all()
+                    || (crate::log::codec::Cursor(record)
+                        .message_into(&mut self.message)
+                        .is_ok()
+                        && self.matchers.any(&self.message));
+                if !taken {
+                    self.unmatched += 1;
+                }
+            }
+            Err(e) => tracing::warn!("stdin line {number}: invalid message JSON, skipped: {e}"),
+        }
+        // One huge line must not pin its memory for good.
+        if crate::log::codec::capacity(&self.message) > REUSED_BYTES {
+            self.message = crate::log::codec::empty();
+        }
+        if self.fields.capacity() > REUSED_BYTES {
+            self.fields = Vec::new();
+        }
     }
 }
+
+/// Scratch space stdin intake keeps between lines, at most.
+const REUSED_BYTES: usize = 64 << 10;

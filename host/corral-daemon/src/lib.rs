@@ -62,4 +62,4 @@ pub use persist::{FLUSH_INTERVAL, OpenError, RedbStore};
 pub use pipeline::{
     ID_FIELD, MAX_BATCH, MAX_BATCH_BYTES, PipelineOptions, TERMINATED_TYPE, terminated_message,
 };
-pub use settings::{DaemonSections, Routes, Settings, StartFrom};
+pub use settings::{DaemonSections, Matchers, Routes, Settings, StartFrom};

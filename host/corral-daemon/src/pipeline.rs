@@ -59,6 +59,9 @@ pub const MAX_BATCH_BYTES: usize = 256 << 10;
 /// that it still checkpoints and runs its timer on time.
 const MAX_SCAN: usize = 16 << 10;
 
+/// A message decoded for a batch is kept to decode the next into if it is no larger.
+const REUSED_BYTES: usize = 64 << 10;
+
 /// The message type reporting a terminated plugin.
 pub const TERMINATED_TYPE: &str = "corral.plugin-terminated";
 /// The field holding an emitted message's stable id.
@@ -362,20 +365,20 @@ impl Pipeline {
             batch.push(|out| codec::encode(message, out));
         }
         let end = self.input.try_append(&batch)?;
-        for message in messages {
-            self.count_if_unmatched(message);
-        }
+        let matchers = self.routes.matchers();
+        let unmatched = messages.iter().filter(|m| !matchers.any(m)).count();
+        self.count_unmatched(unmatched as u64);
         Ok(end)
     }
 
-    /// Counts `message`, one accepted at intake, if no loaded plugin's matcher takes it
-    /// (Heka's router counted these too). Each reader applies its own matcher later, so
-    /// this is the one place the question "did anyone want it?" is asked: against the
-    /// plugins loaded when the message came in. A plugin loaded later with
-    /// `start-from = "earliest"` may still read it.
-    pub(crate) fn count_if_unmatched(&self, message: &Message) {
-        if !self.routes.any_matching(message) {
-            self.unmatched.fetch_add(1, Ordering::Relaxed);
+    /// Counts `n` messages accepted at intake that no loaded plugin's matcher takes
+    /// (Heka's router counted these too), asked with [`Routes::matchers`]. Each reader
+    /// applies its own matcher later, so this is the one place the question "did anyone
+    /// want it?" is asked: against the plugins loaded when the message's batch came in.
+    /// A plugin loaded later with `start-from = "earliest"` may still read it.
+    pub(crate) fn count_unmatched(&self, n: u64) {
+        if n > 0 {
+            self.unmatched.fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -628,6 +631,8 @@ impl Work {
         let mut next_checkpoint = Instant::now() + self.interval;
         let mut terminated: Option<Arc<Plugin>> = None;
         let mut reported: Option<(Arc<Plugin>, u64)> = None;
+        // The batch's messages are decoded into the same `Message`s batch after batch
+        // (their strings reused): `batch[..starts.len()]` is the batch.
         let mut batch: Vec<Message> = Vec::new();
         let mut starts: Vec<Position> = Vec::new();
         let mut saved = None;
@@ -678,7 +683,7 @@ impl Work {
                     }
                 }
                 busy = self.read_batch(&mut batch, &mut starts);
-                if !batch.is_empty() {
+                if !starts.is_empty() {
                     self.process(&mut batch, &mut starts, &mut reported)?;
                 }
             }
@@ -702,7 +707,8 @@ impl Work {
             }
             if !busy {
                 let mut until = next_checkpoint;
-                if let Some(tick) = next_tick {
+                // A terminated plugin's timer does not run: its time is no reason to wake.
+                if let Some(tick) = next_tick.filter(|_| terminated.is_none()) {
                     until = until.min(tick);
                 }
                 let wait = until
@@ -721,8 +727,10 @@ impl Work {
         saved
     }
 
-    /// Reads the next records its matcher takes into `batch`; returns whether there may
-    /// be more to read at once.
+    /// Reads the next records its matcher takes into `batch` (decoded into the messages
+    /// already there, reusing their strings; the batch is `batch[..starts.len()]`, each
+    /// message's position in `starts`); returns whether there may be more to read at
+    /// once.
     fn read_batch(&mut self, batch: &mut Vec<Message>, starts: &mut Vec<Position>) -> bool {
         let settings = self.routes.settings(&self.name);
         let Some(matcher) = settings.as_ref().and_then(|s| s.matcher.as_ref()) else {
@@ -735,22 +743,27 @@ impl Work {
         for _ in 0..MAX_SCAN {
             let start = self.reader.position();
             match self.reader.next() {
-                Ok(Some(record)) => match codec::decode(record) {
-                    Ok(message) => {
-                        if matcher.matches(&message) {
-                            bytes += record.len();
-                            batch.push(message);
-                            starts.push(start);
-                            if batch.len() >= MAX_BATCH || bytes >= MAX_BATCH_BYTES {
-                                return true;
+                Ok(Some(record)) => {
+                    let taken = starts.len();
+                    if batch.len() == taken {
+                        batch.push(codec::empty());
+                    }
+                    match Cursor(record).message_into(&mut batch[taken]) {
+                        Ok(()) => {
+                            if matcher.matches(&batch[taken]) {
+                                bytes += record.len();
+                                starts.push(start);
+                                if starts.len() >= MAX_BATCH || bytes >= MAX_BATCH_BYTES {
+                                    return true;
+                                }
                             }
                         }
+                        Err(e) => {
+                            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(plugin = %self.name, seq = start.seq, "skipped a log record: {e}");
+                        }
                     }
-                    Err(e) => {
-                        self.stats.skipped.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(plugin = %self.name, seq = start.seq, "skipped a log record: {e}");
-                    }
-                },
+                }
                 Ok(None) => return false,
                 Err(e) => {
                     let skipped = self.reader.skip_segment();
@@ -771,7 +784,8 @@ impl Work {
         starts: &mut Vec<Position>,
         reported: &mut Option<(Arc<Plugin>, u64)>,
     ) -> Option<()> {
-        let result = self.registry.process_messages(&self.name, batch);
+        let n = starts.len();
+        let result = self.registry.process_messages(&self.name, &batch[..n]);
         let calls = result.as_ref().map_or(1, |outcome| outcome.calls);
         self.stats.calls.fetch_add(calls, Ordering::Relaxed);
         // Messages a terminated or unloaded plugin refused were not taken: the cursor
@@ -786,19 +800,21 @@ impl Work {
             Ok(outcome) => {
                 let first_refused = outcome.failed.iter().find(|(_, e)| refused(e)).map(|(i, _)| *i);
                 (
-                    first_refused.unwrap_or(batch.len()),
+                    first_refused.unwrap_or(n),
                     outcome.emitted,
                     !outcome.failed.is_empty(),
                 )
             }
             Err(e) if refused(&e) => (0, Vec::new(), true),
-            Err(_) => (batch.len(), Vec::new(), true),
+            Err(_) => (n, Vec::new(), true),
         };
-        if taken < batch.len() {
+        if taken < n {
             self.reader.seek(starts[taken]);
         }
         self.stats.processed.fetch_add(taken as u64, Ordering::Relaxed);
-        batch.clear();
+        // Kept for the next batch, but not a message that grew large: one big record
+        // must not pin its memory for good.
+        batch.retain(|m| codec::capacity(m) <= REUSED_BYTES);
         starts.clear();
         if !self.emit(emitted, false) {
             return None;
@@ -1026,6 +1042,11 @@ fn write_out(
         }
         if stopping {
             break;
+        }
+        if Instant::now() >= next_commit {
+            // Nothing to commit (or the commit failed): the next try is an interval
+            // away, so the wait below is not zero and the writer does not spin.
+            next_commit = Instant::now() + interval;
         }
         if wrote < 4096 {
             let wait = next_commit

@@ -174,13 +174,44 @@ impl Routes {
             .collect()
     }
 
-    /// Whether any loaded plugin's matcher accepts `message` (what intake counts as
-    /// unmatched when none does); stops at the first that does.
+    /// The matchers of the plugins loaded now, to ask of many messages whether any
+    /// takes them (what intake counts as unmatched when none does) without looking each
+    /// plugin up again per message.
+    pub fn matchers(&self) -> Matchers {
+        Matchers(
+            self.registry
+                .names()
+                .iter()
+                .filter_map(|name| self.settings(name))
+                .filter(|s| s.matcher.is_some())
+                .collect(),
+        )
+    }
+
+    /// Whether any loaded plugin's matcher accepts `message`; stops at the first that
+    /// does. For many messages take [`Routes::matchers`] once.
     pub fn any_matching(&self, message: &Message) -> bool {
-        self.registry.names().into_iter().any(|name| {
-            self.settings(&name)
-                .is_some_and(|s| s.matcher.as_ref().is_some_and(|m| m.matches(message)))
-        })
+        self.matchers().any(message)
+    }
+}
+
+/// The matchers of the plugins loaded at one moment ([`Routes::matchers`]).
+#[derive(Debug, Clone, Default)]
+pub struct Matchers(Vec<Arc<Settings>>);
+
+impl Matchers {
+    /// Whether one of them takes every message (`all = true`): then
+    /// [`Matchers::any`] is true whatever the message.
+    pub fn take_all(&self) -> bool {
+        self.0.iter().any(|s| s.matcher.as_ref().is_some_and(|m| m.all))
+    }
+
+    /// Whether any of them accepts `message`. A plugin without a matcher receives
+    /// nothing, as in Heka.
+    pub fn any(&self, message: &Message) -> bool {
+        self.0
+            .iter()
+            .any(|s| s.matcher.as_ref().is_some_and(|m| m.matches(message)))
     }
 }
 

@@ -92,6 +92,62 @@ impl<'a> Cursor<'a> {
         std::str::from_utf8(self.bytes()?).map_err(|_| Malformed("a string is not UTF-8"))
     }
 
+    /// Decodes the message at the front into `message`, reusing its strings (a worker
+    /// decodes batch after batch into the same messages, without allocating). On an
+    /// error `message` holds part of the record and is not to be used.
+    pub(crate) fn message_into(&mut self, message: &mut Message) -> Result<(), Malformed> {
+        fn set(to: &mut String, from: &str) {
+            to.clear();
+            to.push_str(from);
+        }
+        message.timestamp = i64::from_le_bytes(self.array()?);
+        message.severity = i32::from_le_bytes(self.array()?);
+        set(&mut message.type_, self.str()?);
+        set(&mut message.logger, self.str()?);
+        set(&mut message.payload, self.str()?);
+        let n = self.u32()? as usize;
+        // Each field takes at least 6 bytes: a bogus count cannot grow the vector much.
+        let fields = &mut message.fields;
+        fields.truncate(n);
+        fields.reserve(n.saturating_sub(fields.len()).min(self.0.len() / 6));
+        for i in 0..n {
+            let name = self.str()?;
+            let tag = self.array::<1>()?[0];
+            if i == fields.len() {
+                fields.push(Field {
+                    name: String::new(),
+                    value: Value::Bool(false),
+                });
+            }
+            let field = &mut fields[i];
+            set(&mut field.name, name);
+            match tag {
+                0 => {
+                    let s = self.str()?;
+                    match &mut field.value {
+                        Value::String(to) => set(to, s),
+                        other => *other = Value::String(s.to_owned()),
+                    }
+                }
+                1 => {
+                    let b = self.bytes()?;
+                    match &mut field.value {
+                        Value::Bytes(to) => {
+                            to.clear();
+                            to.extend_from_slice(b);
+                        }
+                        other => *other = Value::Bytes(b.to_vec()),
+                    }
+                }
+                2 => field.value = Value::Int(i64::from_le_bytes(self.array()?)),
+                3 => field.value = Value::Float(f64::from_le_bytes(self.array()?)),
+                4 => field.value = Value::Bool(self.array::<1>()?[0] != 0),
+                _ => return Err(Malformed("unknown field tag")),
+            }
+        }
+        Ok(())
+    }
+
     /// Decodes the message at the front.
     pub(crate) fn message(&mut self) -> Result<Message, Malformed> {
         let timestamp = i64::from_le_bytes(self.array()?);
@@ -125,7 +181,38 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// A message with nothing in it, to decode into ([`Cursor::message_into`]).
+pub(crate) fn empty() -> Message {
+    Message {
+        timestamp: 0,
+        type_: String::new(),
+        logger: String::new(),
+        severity: 0,
+        payload: String::new(),
+        fields: Vec::new(),
+    }
+}
+
+/// The bytes `message`'s strings and fields have allocated (not only use).
+pub(crate) fn capacity(message: &Message) -> usize {
+    let value = |v: &Value| match v {
+        Value::String(s) => s.capacity(),
+        Value::Bytes(b) => b.capacity(),
+        _ => 0,
+    };
+    message.type_.capacity()
+        + message.logger.capacity()
+        + message.payload.capacity()
+        + message.fields.capacity() * std::mem::size_of::<Field>()
+        + message
+            .fields
+            .iter()
+            .map(|f| f.name.capacity() + value(&f.value))
+            .sum::<usize>()
+}
+
 /// Decodes a whole record as a message.
+#[cfg(test)]
 pub(crate) fn decode(record: &[u8]) -> Result<Message, Malformed> {
     Cursor(record).message()
 }
@@ -150,6 +237,22 @@ mod tests {
         let mut out = Vec::new();
         encode(&message, &mut out);
         assert_eq!(decode(&out).unwrap(), message);
+        // Into a message that held another, with more fields of other kinds.
+        let mut into = Message {
+            payload: "an older, longer payload".into(),
+            ..Message::new("other")
+        }
+        .with_field("i", Value::Int(1))
+        .with_field("s", Value::String("y".into()))
+        .with_field("x", Value::Bytes(vec![9]))
+        .with_field("y", Value::Float(1.5))
+        .with_field("z", Value::Bool(false))
+        .with_field("extra", Value::Int(2));
+        Cursor(&out).message_into(&mut into).unwrap();
+        assert_eq!(into, message);
+        let mut empty = empty();
+        Cursor(&out).message_into(&mut empty).unwrap();
+        assert_eq!(empty, message);
         for cut in 0..out.len() {
             assert!(decode(&out[..cut]).is_err(), "a record cut at {cut} is refused");
         }

@@ -33,6 +33,7 @@
 
 pub(crate) mod codec;
 mod crc;
+pub(crate) mod json;
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -154,6 +155,28 @@ impl Batch {
         self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
         self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         self.count += 1;
+    }
+
+    /// Appends a record whose payload `write` puts at the end of the buffer, if it can:
+    /// on an error nothing is appended. Returns the payload.
+    ///
+    /// # Errors
+    ///
+    /// `write`'s.
+    pub fn try_push<E>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<&[u8], E> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; FRAME as usize]);
+        if let Err(e) = write(&mut self.buf) {
+            self.buf.truncate(start);
+            return Err(e);
+        }
+        let payload = &self.buf[start + FRAME as usize..];
+        let len = payload.len() as u32;
+        let crc = crc::hash(payload);
+        self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        self.count += 1;
+        Ok(&self.buf[start + FRAME as usize..])
     }
 
     /// Whether the batch holds no record.
