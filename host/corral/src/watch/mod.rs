@@ -78,12 +78,9 @@ impl Watcher {
     }
 
     /// Looks at the whole directory again and makes the registry match it, as if every
-    /// file had just changed (the admin API's reload). Returns when every name is synced
-    /// with the directory as it was when the rescan began: a name whose sync was already
-    /// under way (the watcher's own, for a file just copied in) is looked at once more
-    /// after it, and waited for, so the answer never misses a file already there. Each
-    /// sync is bounded by what it does: a compile by the compile limits, a start by the
-    /// plugin's deadline, a swap by the old version's call and `state.save`.
+    /// file had just changed (the admin API's reload). Returns when the syncs it started
+    /// are done; a name whose sync was already under way (a start function taking its
+    /// deadline, say) is looked at again after it, without waiting for it.
     pub fn rescan(&self) {
         // Look again even at files that have not changed: what failed for a reason
         // outside the file (a missing granted directory, say) gets another try.

@@ -131,8 +131,7 @@ impl Spot {
     }
 
     /// Asks for a sync of every name that has a file in the directory or was loaded
-    /// from it — a name already being synced is synced once more after — and returns
-    /// them all, for [`Spot::wait_for`].
+    /// from it; returns the names whose sync it started.
     pub(super) fn sync_dir(&self) -> BTreeSet<String> {
         let dir = &self.dir;
         let mut names: BTreeSet<String> = match std::fs::read_dir(dir) {
@@ -155,9 +154,7 @@ impl Spot {
                 })
                 .map(|s| s.name),
         );
-        for name in &names {
-            self.request(name);
-        }
+        names.retain(|name| self.request(name));
         names
     }
 
