@@ -187,12 +187,6 @@ impl Routes {
                 .collect(),
         )
     }
-
-    /// Whether any loaded plugin's matcher accepts `message`; stops at the first that
-    /// does. For many messages take [`Routes::matchers`] once.
-    pub fn any_matching(&self, message: &Message) -> bool {
-        self.matchers().any(message)
-    }
 }
 
 /// The matchers of the plugins loaded at one moment ([`Routes::matchers`]).

@@ -146,15 +146,14 @@ pub struct Batch {
 impl Batch {
     /// Appends a record whose payload `write` puts at the end of the buffer.
     pub fn push(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&[0; FRAME as usize]);
-        write(&mut self.buf);
-        let payload = &self.buf[start + FRAME as usize..];
-        let len = payload.len() as u32;
-        let crc = crc::hash(payload);
-        self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
-        self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-        self.count += 1;
+        let pushed = self.try_push(|buf| {
+            write(buf);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        match pushed {
+            Ok(_) => {}
+            Err(never) => match never {},
+        }
     }
 
     /// Appends a record whose payload `write` puts at the end of the buffer, if it can:
