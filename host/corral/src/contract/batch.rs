@@ -51,19 +51,44 @@ impl<M: Borrow<Message>> Messages for &[M] {
 pub(crate) struct TooLarge;
 
 /// Empties `batch` and lays `messages` out in it.
+///
+/// This runs on every call, so it does the least it can per message: one check that
+/// the message fits 32-bit offsets and one reservation for each list, then spans
+/// computed without checks (if the whole text fits, every span within it does).
 pub(crate) fn fill(batch: &mut Batch, messages: &dyn Messages) -> Result<(), TooLarge> {
     batch.text.clear();
     batch.messages.clear();
     batch.fields.clear();
+    batch.messages.reserve(messages.len() * MESSAGE_WORDS);
     for index in 0..messages.len() {
         let message = messages.get(index);
-        let first = u32::try_from(batch.fields.len() / FIELD_WORDS).map_err(|_| TooLarge)?;
-        let count = u32::try_from(message.fields.len()).map_err(|_| TooLarge)?;
+        let text = message.type_.len()
+            + message.logger.len()
+            + message.payload.len()
+            + message
+                .fields
+                .iter()
+                .map(|field| {
+                    field.name.len()
+                        + match &field.value {
+                            Value::String(s) => s.len(),
+                            Value::Bytes(b) => b.len(),
+                            _ => 0,
+                        }
+                })
+                .sum::<usize>();
+        let fields = batch.fields.len() / FIELD_WORDS + message.fields.len();
+        if batch.text.len() + text > u32::MAX as usize || fields > u32::MAX as usize {
+            return Err(TooLarge);
+        }
+        batch.text.reserve(text);
+        batch.fields.reserve(message.fields.len() * FIELD_WORDS);
+        let first = (batch.fields.len() / FIELD_WORDS) as u64;
         for field in &message.fields {
-            let name = push(&mut batch.text, field.name.as_bytes())?;
+            let name = span(&mut batch.text, field.name.as_bytes());
             let (kind, value) = match &field.value {
-                Value::String(s) => (STRING, push(&mut batch.text, s.as_bytes())?),
-                Value::Bytes(b) => (BYTES, push(&mut batch.text, b)?),
+                Value::String(s) => (STRING, span(&mut batch.text, s.as_bytes())),
+                Value::Bytes(b) => (BYTES, span(&mut batch.text, b)),
                 Value::Int(i) => (INT, *i as u64),
                 Value::Float(f) => (FLOAT, f.to_bits()),
                 Value::Bool(b) => (BOOL, u64::from(*b)),
@@ -73,14 +98,22 @@ pub(crate) fn fill(batch: &mut Batch, messages: &dyn Messages) -> Result<(), Too
         let words: [u64; MESSAGE_WORDS] = [
             message.timestamp as u64,
             message.severity as u32 as u64,
-            push(&mut batch.text, message.type_.as_bytes())?,
-            push(&mut batch.text, message.logger.as_bytes())?,
-            push(&mut batch.text, message.payload.as_bytes())?,
-            u64::from(first) << 32 | u64::from(count),
+            span(&mut batch.text, message.type_.as_bytes()),
+            span(&mut batch.text, message.logger.as_bytes()),
+            span(&mut batch.text, message.payload.as_bytes()),
+            first << 32 | message.fields.len() as u64,
         ];
         batch.messages.extend_from_slice(&words);
     }
     Ok(())
+}
+
+/// Appends `bytes` to `text` and returns their span, unchecked: [`fill`] checks that
+/// the message's text fits first.
+fn span(text: &mut Vec<u8>, bytes: &[u8]) -> u64 {
+    let span = (text.len() as u64) << 32 | bytes.len() as u64;
+    text.extend_from_slice(bytes);
+    span
 }
 
 /// Appends `bytes` to `text` and returns their span (the raw layout's too).
