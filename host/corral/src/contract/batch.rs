@@ -77,13 +77,12 @@ pub(crate) fn fill(batch: &mut Batch, messages: &dyn Messages) -> Result<(), Too
                         }
                 })
                 .sum::<usize>();
-        let fields = batch.fields.len() / FIELD_WORDS + message.fields.len();
-        if batch.text.len() + text > u32::MAX as usize || fields > u32::MAX as usize {
+        let first = batch.fields.len() / FIELD_WORDS;
+        if batch.text.len() + text > u32::MAX as usize || first + message.fields.len() > u32::MAX as usize {
             return Err(TooLarge);
         }
         batch.text.reserve(text);
         batch.fields.reserve(message.fields.len() * FIELD_WORDS);
-        let first = (batch.fields.len() / FIELD_WORDS) as u64;
         for field in &message.fields {
             let name = span(&mut batch.text, field.name.as_bytes());
             let (kind, value) = match &field.value {
@@ -101,7 +100,7 @@ pub(crate) fn fill(batch: &mut Batch, messages: &dyn Messages) -> Result<(), Too
             span(&mut batch.text, message.type_.as_bytes()),
             span(&mut batch.text, message.logger.as_bytes()),
             span(&mut batch.text, message.payload.as_bytes()),
-            first << 32 | message.fields.len() as u64,
+            (first as u64) << 32 | message.fields.len() as u64,
         ];
         batch.messages.extend_from_slice(&words);
     }
@@ -116,7 +115,8 @@ fn span(text: &mut Vec<u8>, bytes: &[u8]) -> u64 {
     span
 }
 
-/// Appends `bytes` to `text` and returns their span (the raw layout's too).
+/// Appends `bytes` to `text` and returns their span, checked: the raw layout's, which
+/// appends record by record.
 pub(crate) fn push(text: &mut Vec<u8>, bytes: &[u8]) -> Result<u64, TooLarge> {
     let offset = u32::try_from(text.len()).map_err(|_| TooLarge)?;
     let len = u32::try_from(bytes.len()).map_err(|_| TooLarge)?;
