@@ -94,6 +94,52 @@ fn a_batch_plugin_reads_every_header_and_field_in_its_own_memory() {
     );
 }
 
+/// `batch-probe` as the SDK built it before the `message-batch`: its `process-batch`
+/// takes the `batch` record's three lists (`tests/fixtures/legacy/README.md`).
+fn legacy_probe() -> String {
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/legacy/batch-probe-lists.wasm"
+    )
+    .to_owned()
+}
+
+#[test]
+fn a_plugin_built_for_the_three_list_batch_still_reads_every_message() {
+    let probe = load("batch-legacy", &legacy_probe());
+    assert!(probe.batches());
+    let run = [
+        rich("a"),
+        message("empty", ""),
+        with_payload("fail", "b"),
+        rich("c"),
+    ];
+    let outcome = probe.process_messages(&run).unwrap();
+    let payloads: Vec<_> = outcome.emitted.iter().map(|m| m.payload.as_str()).collect();
+    assert_eq!(payloads, ["a", "", "c"], "in order, the failed one left out");
+    for (out, sent) in outcome.emitted.iter().zip([&run[0], &run[1], &run[3]]) {
+        assert_eq!(out.fields, echoed(sent));
+    }
+    let failed: Vec<_> = outcome.failed.iter().map(|(i, e)| (*i, e.to_string())).collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].0, 2);
+    assert!(failed[0].1.contains("failed b"), "{}", failed[0].1);
+
+    // The same messages through a plugin built today, which takes a `message-batch`:
+    // the same answer.
+    let today = load("batch-today", guests::BATCH_PROBE)
+        .process_messages(&run)
+        .unwrap();
+    let read = |emitted: &[Message]| -> Vec<(String, Vec<Field>)> {
+        emitted
+            .iter()
+            .map(|m| (m.payload.clone(), m.fields.clone()))
+            .collect()
+    };
+    assert_eq!(read(&today.emitted), read(&outcome.emitted));
+    assert_eq!(today.failed.len(), 1);
+}
+
 #[test]
 fn failures_in_a_batch_are_reported_by_index_and_the_rest_is_processed() {
     let probe = load("batch-failures", guests::BATCH_PROBE);

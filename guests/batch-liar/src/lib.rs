@@ -12,7 +12,7 @@
 //!
 //! timer-event answers at once.
 
-use corral_guest::{Batch, BatchFailure, BatchGuest, Failure};
+use corral_guest::{Batch, BatchFailure, BatchGuest, Failure, MessageBatch};
 
 struct BatchLiar;
 
@@ -24,7 +24,8 @@ fn failure(index: u32, reason: String) -> BatchFailure {
 }
 
 impl BatchGuest for BatchLiar {
-    fn process_batch(batch: Batch) -> Vec<BatchFailure> {
+    fn process_batch(batch: MessageBatch) -> Vec<BatchFailure> {
+        let batch = Batch::new(batch);
         let messages: Vec<_> = batch.messages().collect();
         let n = messages.len() as u32;
         let Some(first) = messages.first() else {

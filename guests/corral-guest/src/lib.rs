@@ -95,7 +95,7 @@ pub use batch_bindings::Guest as BatchGuest;
 pub use batch_bindings::export_plugin;
 pub use bindings::corral::plugin::log::Level;
 pub use bindings::corral::plugin::types::{
-    Batch, BatchFailure, Decoded, Failure, Field, Message, OutMessage, RawBatch, Value,
+    BatchFailure, Decoded, Failure, Field, Message, MessageBatch, OutMessage, RawBatch, Value,
 };
 pub use bindings::corral::plugin::{config, store};
 pub use bindings::{Guest, export};
@@ -116,7 +116,8 @@ pub trait Plugin {
 }
 
 impl<T: Plugin> BatchGuest for T {
-    fn process_batch(batch: Batch) -> Vec<BatchFailure> {
+    fn process_batch(batch: MessageBatch) -> Vec<BatchFailure> {
+        let batch = Batch::new(batch);
         let mut failures = Vec::new();
         for (index, message) in batch.messages().enumerate() {
             if let Err(failure) = T::process_message(&message) {
@@ -139,107 +140,172 @@ impl<T: Plugin> BatchGuest for T {
     }
 }
 
-/// Numbers per message in [`Batch::messages`], and per field in [`Batch::fields`].
-const MESSAGE_WORDS: usize = 6;
-const FIELD_WORDS: usize = 3;
+/// Bytes of a message's six numbers, and of a field's three, in a [`MessageBatch`].
+const MESSAGE_BYTES: usize = 6 * 8;
+const FIELD_BYTES: usize = 3 * 8;
+/// Bytes of a [`MessageBatch`]'s header: the counts of messages and of fields.
+const HEADER_BYTES: usize = 2 * 8;
+
+/// The messages of one `process-batch` call, read in place: the [`MessageBatch`] the
+/// host laid out (see `wit/plugin.wit`), one list of bytes holding a header, six numbers
+/// per message, three per field, then the text the numbers point into.
+pub struct Batch {
+    bytes: Vec<u8>,
+    messages: usize,
+    fields: usize,
+}
 
 impl Batch {
+    /// The batch `bytes` lays out. A header that claims more numbers than `bytes` holds
+    /// (the host never sends one; this is defence, not a case to handle) makes an empty
+    /// batch.
+    pub fn new(bytes: MessageBatch) -> Batch {
+        let count = |at: usize| bytes.get(at..at + 8).map_or(0, le);
+        let (messages, fields) = (count(0), count(8));
+        let fits = usize::try_from(messages)
+            .ok()
+            .zip(usize::try_from(fields).ok())
+            .filter(|&(m, f)| {
+                m.checked_mul(MESSAGE_BYTES)
+                    .zip(f.checked_mul(FIELD_BYTES))
+                    .and_then(|(m, f)| HEADER_BYTES.checked_add(m)?.checked_add(f))
+                    .is_some_and(|numbers| numbers <= bytes.len())
+            });
+        match fits {
+            Some((messages, fields)) => Batch {
+                bytes,
+                messages,
+                fields,
+            },
+            None => Batch {
+                bytes: Vec::new(),
+                messages: 0,
+                fields: 0,
+            },
+        }
+    }
+
     /// A view of each message of the batch, in order.
     pub fn messages(&self) -> impl ExactSizeIterator<Item = MessageView<'_>> {
-        self.messages
-            .chunks_exact(MESSAGE_WORDS)
-            .map(move |words| MessageView { batch: self, words })
-    }
-
-    /// The bytes of `span` (`offset << 32 | length`), or nothing if it lies outside
-    /// `text` (the host never sends such a span; this is defence, not a case to handle).
-    fn bytes(&self, span: u64) -> &[u8] {
-        let start = (span >> 32) as usize;
-        start
-            .checked_add((span & 0xffff_ffff) as usize)
-            .and_then(|end| self.text.get(start..end))
+        let text = &self.bytes[..];
+        let fields_at = HEADER_BYTES + self.messages * MESSAGE_BYTES;
+        let fields = text
+            .get(fields_at..fields_at + self.fields * FIELD_BYTES)
+            .unwrap_or(&[]);
+        text.get(HEADER_BYTES..fields_at)
             .unwrap_or(&[])
+            .chunks_exact(MESSAGE_BYTES)
+            .map(move |words| MessageView {
+                text,
+                words: words.try_into().expect("a chunk of a message's bytes"),
+                fields,
+            })
     }
+}
 
-    /// The text of `span`, or `""` if it lies outside `text`.
-    ///
-    /// Not validated again: the contract has the host send only valid UTF-8 in a string
-    /// span (it lays out Rust strings), as wit-bindgen trusts the canonical ABI's
-    /// `string` without checking it. Validating cost a loop over every byte of every
-    /// string read, and under fuel and epoch metering each iteration pays their checks.
-    fn str(&self, span: u64) -> &str {
-        let bytes = self.bytes(span);
-        debug_assert!(
-            std::str::from_utf8(bytes).is_ok(),
-            "the host sent a string span that is not UTF-8"
-        );
-        // SAFETY: the host lays out only valid UTF-8 in a string span (see above).
-        unsafe { std::str::from_utf8_unchecked(bytes) }
-    }
+/// The little-endian number in `bytes`, eight of them. A `message-batch` is read with
+/// unaligned loads (as cheap as aligned ones in wasm), so it may lie anywhere in memory.
+fn le(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes.try_into().expect("eight bytes"))
+}
+
+/// The bytes of `span` (`offset << 32 | length`) in `text`, or nothing if it lies
+/// outside (the host never sends such a span; this is defence, not a case to handle).
+fn bytes(text: &[u8], span: u64) -> &[u8] {
+    let start = (span >> 32) as usize;
+    start
+        .checked_add((span & 0xffff_ffff) as usize)
+        .and_then(|end| text.get(start..end))
+        .unwrap_or(&[])
+}
+
+/// The text of `span`, or `""` if it lies outside `text`.
+///
+/// Not validated again: the contract has the host send only valid UTF-8 in a string
+/// span (it lays out Rust strings), as wit-bindgen trusts the canonical ABI's `string`
+/// without checking it. Validating cost a loop over every byte of every string read,
+/// and under fuel and epoch metering each iteration pays their checks.
+fn str(text: &[u8], span: u64) -> &str {
+    let bytes = bytes(text, span);
+    debug_assert!(
+        std::str::from_utf8(bytes).is_ok(),
+        "the host sent a string span that is not UTF-8"
+    );
+    // SAFETY: the host lays out only valid UTF-8 in a string span (see above).
+    unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
 /// One message of a [`Batch`], read in place: the same reads as the [`Message`]
 /// resource, but every string borrows from the batch and no read calls the host.
 #[derive(Clone, Copy)]
 pub struct MessageView<'a> {
-    batch: &'a Batch,
-    /// The message's six numbers in `batch.messages`.
-    words: &'a [u64],
+    /// The whole batch, which spans point into.
+    text: &'a [u8],
+    /// The message's six numbers.
+    words: &'a [u8; MESSAGE_BYTES],
+    /// The numbers of every field of the batch.
+    fields: &'a [u8],
 }
 
 impl<'a> MessageView<'a> {
+    /// The message's number `i` (of six).
+    fn word(&self, i: usize) -> u64 {
+        le(&self.words[i * 8..i * 8 + 8])
+    }
+
     /// When the message was created, in nanoseconds since the Unix epoch.
     pub fn timestamp(&self) -> i64 {
-        self.words[0] as i64
+        self.word(0) as i64
     }
 
     /// The message type, e.g. `nginx.access`.
     pub fn type_(&self) -> &'a str {
-        self.batch.str(self.words[2])
+        str(self.text, self.word(2))
     }
 
     /// The name of whatever produced the message.
     pub fn logger(&self) -> &'a str {
-        self.batch.str(self.words[3])
+        str(self.text, self.word(3))
     }
 
     /// Syslog severity: 0 (emergency) to 7 (debug).
     pub fn severity(&self) -> i32 {
-        self.words[1] as u32 as i32
+        self.word(1) as u32 as i32
     }
 
     /// The free-form body of the message.
     pub fn payload(&self) -> &'a str {
-        self.batch.str(self.words[4])
+        str(self.text, self.word(4))
     }
 
     /// The value of the first field named `name`, if there is one.
     pub fn field(&self, name: &str) -> Option<FieldValue<'a>> {
-        let batch = self.batch;
+        let text = self.text;
         self.field_words()
-            .chunks_exact(FIELD_WORDS)
-            .find(|field| batch.bytes(field[0]) == name.as_bytes())
-            .and_then(|field| FieldValue::new(batch, field))
+            .chunks_exact(FIELD_BYTES)
+            .find(|field| bytes(text, le(&field[..8])) == name.as_bytes())
+            .and_then(|field| FieldValue::new(text, field))
     }
 
     /// Every field, name and value, in order.
     pub fn fields(&self) -> impl Iterator<Item = (&'a str, FieldValue<'a>)> + use<'a> {
-        let batch = self.batch;
+        let text = self.text;
         self.field_words()
-            .chunks_exact(FIELD_WORDS)
-            .filter_map(move |field| Some((batch.str(field[0]), FieldValue::new(batch, field)?)))
+            .chunks_exact(FIELD_BYTES)
+            .filter_map(move |field| Some((str(text, le(&field[..8])), FieldValue::new(text, field)?)))
     }
 
-    /// The message's numbers in `batch.fields`, none if they lie outside.
-    fn field_words(&self) -> &'a [u64] {
+    /// The bytes of the message's numbers among the batch's fields, none if they lie
+    /// outside.
+    fn field_words(&self) -> &'a [u8] {
         let (first, count) = (
-            (self.words[5] >> 32) as usize,
-            (self.words[5] & 0xffff_ffff) as usize,
+            (self.word(5) >> 32) as usize,
+            (self.word(5) & 0xffff_ffff) as usize,
         );
         first
-            .checked_mul(FIELD_WORDS)
-            .zip(count.checked_mul(FIELD_WORDS))
-            .and_then(|(start, len)| self.batch.fields.get(start..start.checked_add(len)?))
+            .checked_mul(FIELD_BYTES)
+            .zip(count.checked_mul(FIELD_BYTES))
+            .and_then(|(start, len)| self.fields.get(start..start.checked_add(len)?))
             .unwrap_or(&[])
     }
 }
@@ -276,11 +342,11 @@ pub enum FieldValue<'a> {
 impl<'a> FieldValue<'a> {
     /// The value of a field's three numbers: name, kind, value (`None` for a kind this
     /// SDK does not know).
-    fn new(batch: &'a Batch, field: &[u64]) -> Option<FieldValue<'a>> {
-        let value = field[2];
-        Some(match field[1] {
-            0 => FieldValue::String(batch.str(value)),
-            1 => FieldValue::Bytes(batch.bytes(value)),
+    fn new(text: &'a [u8], field: &[u8]) -> Option<FieldValue<'a>> {
+        let value = le(&field[16..24]);
+        Some(match le(&field[8..16]) {
+            0 => FieldValue::String(str(text, value)),
+            1 => FieldValue::Bytes(bytes(text, value)),
             2 => FieldValue::Int(value as i64),
             3 => FieldValue::Float(f64::from_bits(value)),
             4 => FieldValue::Bool(value != 0),

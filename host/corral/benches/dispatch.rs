@@ -405,10 +405,12 @@ impl Way for Bare {
 struct BareBatch {
     label: &'static str,
     store: Store<BareState>,
-    process: wasmtime::component::TypedFunc<(Arc<types::Batch>,), (Vec<types::BatchFailure>,)>,
-    batch: Arc<types::Batch>,
+    process: wasmtime::component::TypedFunc<(Arc<Vec<u8>>,), (Vec<types::BatchFailure>,)>,
+    batch: Arc<Vec<u8>>,
     size: usize,
     pending: Vec<usize>,
+    /// The pending messages, kept to be refilled without allocating.
+    run: Vec<&'static Message>,
 }
 
 impl BareBatch {
@@ -420,49 +422,59 @@ impl BareBatch {
             label,
             store,
             process,
-            batch: Arc::new(types::Batch {
-                text: Vec::new(),
-                messages: Vec::new(),
-                fields: Vec::new(),
-            }),
+            batch: Arc::new(Vec::new()),
             size,
             pending: Vec::new(),
+            run: Vec::new(),
         }
     }
 }
 
-/// `batch.rs`'s layout: six numbers per message, three per field, spans into `text`.
-fn lay_out(batch: &mut types::Batch, messages: impl Iterator<Item = &'static Message>) {
+/// `batch.rs`'s layout, a `message-batch`: a header, six numbers per message, three per
+/// field, then the text, every span an offset into the whole.
+fn lay_out(batch: &mut Vec<u8>, messages: &[&Message]) {
     fn push(text: &mut Vec<u8>, bytes: &[u8]) -> u64 {
         let span = (text.len() as u64) << 32 | bytes.len() as u64;
         text.extend_from_slice(bytes);
         span
     }
-    batch.text.clear();
-    batch.messages.clear();
-    batch.fields.clear();
+    fn put(batch: &mut [u8], at: &mut usize, word: u64) {
+        batch[*at..*at + 8].copy_from_slice(&word.to_le_bytes());
+        *at += 8;
+    }
+    let fields: usize = messages.iter().map(|m| m.fields.len()).sum();
+    batch.clear();
+    batch.resize(16 + (messages.len() * 6 + fields * 3) * 8, 0);
+    let (mut at, mut at_field) = (0, 16 + messages.len() * 48);
+    put(batch, &mut at, messages.len() as u64);
+    put(batch, &mut at, fields as u64);
+    let mut first = 0u64;
     for message in messages {
-        let first = (batch.fields.len() / 3) as u64;
         for field in &message.fields {
-            let name = push(&mut batch.text, field.name.as_bytes());
+            let name = push(batch, field.name.as_bytes());
             let (kind, value) = match &field.value {
-                Value::String(s) => (0, push(&mut batch.text, s.as_bytes())),
-                Value::Bytes(b) => (1, push(&mut batch.text, b)),
+                Value::String(s) => (0, push(batch, s.as_bytes())),
+                Value::Bytes(b) => (1, push(batch, b)),
                 Value::Int(i) => (2, *i as u64),
                 Value::Float(f) => (3, f.to_bits()),
                 Value::Bool(b) => (4, u64::from(*b)),
             };
-            batch.fields.extend_from_slice(&[name, kind, value]);
+            for word in [name, kind, value] {
+                put(batch, &mut at_field, word);
+            }
         }
         let words = [
             message.timestamp as u64,
             message.severity as u32 as u64,
-            push(&mut batch.text, message.type_.as_bytes()),
-            push(&mut batch.text, message.logger.as_bytes()),
-            push(&mut batch.text, message.payload.as_bytes()),
+            push(batch, message.type_.as_bytes()),
+            push(batch, message.logger.as_bytes()),
+            push(batch, message.payload.as_bytes()),
             first << 32 | message.fields.len() as u64,
         ];
-        batch.messages.extend_from_slice(&words);
+        for word in words {
+            put(batch, &mut at, word);
+        }
+        first += message.fields.len() as u64;
     }
 }
 
@@ -484,7 +496,9 @@ impl Way for BareBatch {
         }
         let messages: &'static Vec<Message> = MESSAGE_SET.get().expect("made in main");
         let batch = Arc::get_mut(&mut self.batch).expect("not shared between calls");
-        lay_out(batch, self.pending.iter().map(|&i| &messages[i]));
+        self.run.clear();
+        self.run.extend(self.pending.iter().map(|&i| &messages[i]));
+        lay_out(batch, &self.run);
         let (failures,) = self.process.call(&mut self.store, (self.batch.clone(),)).unwrap();
         assert!(failures.is_empty());
         self.pending.clear();

@@ -3,12 +3,15 @@
 //! Through the `message` resource, every field a guest reads is a call back into the
 //! host, and a component-model call costs hundreds of nanoseconds however little it
 //! carries (BENCHMARKS.md). A batch instead carries one or more messages into the guest
-//! in one call, as three lists: every string and byte string in one `text`, six numbers
-//! per message and three per field, pointing into `text` by span (`offset << 32 |
-//! length`). The layout is plain numbers on purpose: wasmtime copies a list of numbers
-//! into the guest as one block, where a list of records is stored field by field (an
-//! early layout with records cost 1.5 µs to lower for one Heka-sized message, more than
-//! the two host calls it replaced). See `wit/plugin.wit` for the layout.
+//! in one call, as one list of bytes (a `message-batch`): a header, six numbers per
+//! message and three per field, then every string and byte string, each number that
+//! names a string a span (`offset << 32 | length`) into the list. One list is one
+//! allocation in the guest: wasmtime enters the guest's `cabi_realloc` once per list it
+//! lowers, and each entry costs about as much as a small call (BENCHMARKS.md). See
+//! `wit/plugin.wit` for the layout.
+//!
+//! Plugins built before the `message-batch` take the same numbers in three lists (the
+//! `batch` record, [`Layout::Lists`]); [`fill_lists`] lays a batch out for them.
 //!
 //! The buffers belong to the plugin and are refilled for each call, so after the first
 //! few calls building a batch allocates nothing on the host either.
@@ -18,17 +21,28 @@ use std::borrow::Borrow;
 use crate::contract::bindings::corral::plugin::types::Batch;
 use crate::contract::message::{Message, Value};
 
-/// Numbers per message in `Batch::messages`.
+/// Numbers per message.
 pub(crate) const MESSAGE_WORDS: usize = 6;
-/// Numbers per field in `Batch::fields`.
+/// Numbers per field.
 pub(crate) const FIELD_WORDS: usize = 3;
+/// Bytes of a `message-batch`'s header: the counts of messages and of fields.
+const HEADER: usize = 16;
 
-/// A field's kind in `Batch::fields`.
+/// A field's kind.
 const STRING: u64 = 0;
 const BYTES: u64 = 1;
 const INT: u64 = 2;
 const FLOAT: u64 = 3;
 const BOOL: u64 = 4;
+
+/// How a plugin's `process-batch` takes its messages, told by its parameter's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// One `message-batch` (`list<u8>`): what the SDK builds today.
+    Flat,
+    /// The `batch` record's three lists: plugins built before the `message-batch`.
+    Lists,
+}
 
 /// A run of messages: a slice of messages, or of anything that borrows as one.
 pub(crate) trait Messages {
@@ -50,33 +64,143 @@ impl<M: Borrow<Message>> Messages for &[M] {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct TooLarge;
 
-/// Empties `batch` and lays `messages` out in it.
+/// The text a message lays out: its strings and byte strings, in bytes.
+fn text_len(message: &Message) -> usize {
+    message.type_.len()
+        + message.logger.len()
+        + message.payload.len()
+        + message
+            .fields
+            .iter()
+            .map(|field| {
+                field.name.len()
+                    + match &field.value {
+                        Value::String(s) => s.len(),
+                        Value::Bytes(b) => b.len(),
+                        _ => 0,
+                    }
+            })
+            .sum::<usize>()
+}
+
+/// Where a layout writes its strings and byte strings, each returning its span.
+trait Text {
+    fn span(&mut self, bytes: &[u8]) -> u64;
+}
+
+/// The `batch` record's `text`: appended to, checked by [`fill_lists`] first.
+impl Text for Vec<u8> {
+    fn span(&mut self, bytes: &[u8]) -> u64 {
+        span(self, bytes)
+    }
+}
+
+/// The text of a `message-batch`: the end of the list, sized by [`fill`] first, filled
+/// from `at`; spans count from the start of the list, `base` bytes before `bytes`.
+struct Tail<'a> {
+    bytes: &'a mut [u8],
+    at: usize,
+    base: usize,
+}
+
+impl Text for Tail<'_> {
+    fn span(&mut self, bytes: &[u8]) -> u64 {
+        let at = self.at;
+        self.bytes[at..at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+        ((self.base + at) as u64) << 32 | bytes.len() as u64
+    }
+}
+
+/// A field's three numbers, its name and its string or bytes written to `text`.
+#[inline]
+fn field_words(text: &mut impl Text, name: &str, value: &Value) -> [u64; FIELD_WORDS] {
+    let name = text.span(name.as_bytes());
+    let (kind, value) = match value {
+        Value::String(s) => (STRING, text.span(s.as_bytes())),
+        Value::Bytes(b) => (BYTES, text.span(b)),
+        Value::Int(i) => (INT, *i as u64),
+        Value::Float(f) => (FLOAT, f.to_bits()),
+        Value::Bool(b) => (BOOL, u64::from(*b)),
+    };
+    [name, kind, value]
+}
+
+/// A message's six numbers, its strings written to `text`; `first` is the index of its
+/// first field.
+#[inline]
+fn message_words(text: &mut impl Text, message: &Message, first: usize) -> [u64; MESSAGE_WORDS] {
+    [
+        message.timestamp as u64,
+        message.severity as u32 as u64,
+        text.span(message.type_.as_bytes()),
+        text.span(message.logger.as_bytes()),
+        text.span(message.payload.as_bytes()),
+        (first as u64) << 32 | message.fields.len() as u64,
+    ]
+}
+
+/// Writes `words` into `slot`, little-endian.
+#[inline]
+fn put(slot: &mut [u8], words: &[u64]) {
+    for (bytes, word) in slot.chunks_exact_mut(8).zip(words) {
+        bytes.copy_from_slice(&word.to_le_bytes());
+    }
+}
+
+/// Empties `batch` and lays `messages` out in it as one `message-batch`.
 ///
-/// This runs on every call, so it does the least it can per message: one check that
-/// the message fits 32-bit offsets and one reservation for each list, then spans
-/// computed without checks (if the whole text fits, every span within it does).
-pub(crate) fn fill(batch: &mut Batch, messages: &dyn Messages) -> Result<(), TooLarge> {
+/// This runs on every call, so it does the least it can: one pass to size the batch and
+/// check that it fits 32-bit offsets, then the list sized once and every number and
+/// string written in its place, each span computed without a check (if the whole batch
+/// fits, every span within it does).
+pub(crate) fn fill(batch: &mut Vec<u8>, messages: &dyn Messages) -> Result<(), TooLarge> {
+    let (mut fields, mut text) = (0usize, 0usize);
+    for index in 0..messages.len() {
+        let message = messages.get(index);
+        fields += message.fields.len();
+        text += text_len(message);
+    }
+    let numbers = HEADER + (messages.len() * MESSAGE_WORDS + fields * FIELD_WORDS) * 8;
+    if numbers + text > u32::MAX as usize {
+        return Err(TooLarge);
+    }
+    batch.clear();
+    batch.resize(numbers + text, 0);
+    let (header, rest) = batch.split_at_mut(HEADER);
+    put(header, &[messages.len() as u64, fields as u64]);
+    let (message_slots, rest) = rest.split_at_mut(messages.len() * MESSAGE_WORDS * 8);
+    let (field_slots, tail) = rest.split_at_mut(fields * FIELD_WORDS * 8);
+    let mut field_slots = field_slots.chunks_exact_mut(FIELD_WORDS * 8);
+    let mut tail = Tail {
+        bytes: tail,
+        at: 0,
+        base: numbers,
+    };
+    let mut first = 0;
+    for (index, slot) in message_slots.chunks_exact_mut(MESSAGE_WORDS * 8).enumerate() {
+        let message = messages.get(index);
+        for field in &message.fields {
+            let slot = field_slots.next().expect("sized by the first pass");
+            put(slot, &field_words(&mut tail, &field.name, &field.value));
+        }
+        put(slot, &message_words(&mut tail, message, first));
+        first += message.fields.len();
+    }
+    Ok(())
+}
+
+/// Empties `batch` and lays `messages` out in it as the `batch` record's three lists,
+/// for a plugin built before the `message-batch`; checked and reserved as [`fill`] is,
+/// message by message.
+pub(crate) fn fill_lists(batch: &mut Batch, messages: &dyn Messages) -> Result<(), TooLarge> {
     batch.text.clear();
     batch.messages.clear();
     batch.fields.clear();
     batch.messages.reserve(messages.len() * MESSAGE_WORDS);
     for index in 0..messages.len() {
         let message = messages.get(index);
-        let text = message.type_.len()
-            + message.logger.len()
-            + message.payload.len()
-            + message
-                .fields
-                .iter()
-                .map(|field| {
-                    field.name.len()
-                        + match &field.value {
-                            Value::String(s) => s.len(),
-                            Value::Bytes(b) => b.len(),
-                            _ => 0,
-                        }
-                })
-                .sum::<usize>();
+        let text = text_len(message);
         let first = batch.fields.len() / FIELD_WORDS;
         if batch.text.len() + text > u32::MAX as usize || first + message.fields.len() > u32::MAX as usize {
             return Err(TooLarge);
@@ -84,31 +208,17 @@ pub(crate) fn fill(batch: &mut Batch, messages: &dyn Messages) -> Result<(), Too
         batch.text.reserve(text);
         batch.fields.reserve(message.fields.len() * FIELD_WORDS);
         for field in &message.fields {
-            let name = span(&mut batch.text, field.name.as_bytes());
-            let (kind, value) = match &field.value {
-                Value::String(s) => (STRING, span(&mut batch.text, s.as_bytes())),
-                Value::Bytes(b) => (BYTES, span(&mut batch.text, b)),
-                Value::Int(i) => (INT, *i as u64),
-                Value::Float(f) => (FLOAT, f.to_bits()),
-                Value::Bool(b) => (BOOL, u64::from(*b)),
-            };
-            batch.fields.extend_from_slice(&[name, kind, value]);
+            let words = field_words(&mut batch.text, &field.name, &field.value);
+            batch.fields.extend_from_slice(&words);
         }
-        let words: [u64; MESSAGE_WORDS] = [
-            message.timestamp as u64,
-            message.severity as u32 as u64,
-            span(&mut batch.text, message.type_.as_bytes()),
-            span(&mut batch.text, message.logger.as_bytes()),
-            span(&mut batch.text, message.payload.as_bytes()),
-            (first as u64) << 32 | message.fields.len() as u64,
-        ];
+        let words = message_words(&mut batch.text, message, first);
         batch.messages.extend_from_slice(&words);
     }
     Ok(())
 }
 
-/// Appends `bytes` to `text` and returns their span, unchecked: [`fill`] checks that
-/// the message's text fits first.
+/// Appends `bytes` to `text` and returns their span, unchecked: [`fill`] and
+/// [`fill_lists`] check that the text fits first.
 fn span(text: &mut Vec<u8>, bytes: &[u8]) -> u64 {
     let span = (text.len() as u64) << 32 | bytes.len() as u64;
     text.extend_from_slice(bytes);
@@ -139,13 +249,8 @@ mod tests {
     use super::*;
     use crate::contract::message::Field;
 
-    fn text(batch: &Batch, span: u64) -> &[u8] {
-        let (offset, len) = ((span >> 32) as usize, (span & 0xffff_ffff) as usize);
-        &batch.text[offset..offset + len]
-    }
-
-    #[test]
-    fn messages_are_laid_out_as_numbers_with_spans_into_one_text() {
+    /// Two messages with every kind of field but bool, and headers of every sign.
+    fn two() -> [Message; 2] {
         let mut first = Message::new("login");
         first.logger = "auth".into();
         first.payload = "hi".into();
@@ -170,34 +275,92 @@ mod tests {
             name: "b".into(),
             value: Value::Bytes(vec![0, 255]),
         }];
-        let mut batch = empty();
-        fill(&mut batch, &&[first, second][..]).unwrap();
+        [first, second]
+    }
 
-        assert_eq!(batch.messages.len(), 2 * MESSAGE_WORDS);
-        let m = &batch.messages[..MESSAGE_WORDS];
+    fn at(bytes: &[u8], span: u64) -> &[u8] {
+        let (offset, len) = ((span >> 32) as usize, (span & 0xffff_ffff) as usize);
+        &bytes[offset..offset + len]
+    }
+
+    /// Checks the numbers of [`two`], `m` its messages' and `f` its fields', each span
+    /// read from `text`.
+    fn check_two(text: &[u8], m: &[u64], f: &[u64]) {
+        assert_eq!(m.len(), 2 * MESSAGE_WORDS);
+        assert_eq!(f.len(), 4 * FIELD_WORDS);
         assert_eq!((m[0] as i64, m[1] as u32 as i32), (-5, -2));
-        assert_eq!(text(&batch, m[2]), b"login");
-        assert_eq!(text(&batch, m[3]), b"auth");
-        assert_eq!(text(&batch, m[4]), b"hi");
+        assert_eq!(at(text, m[2]), b"login");
+        assert_eq!(at(text, m[3]), b"auth");
+        assert_eq!(at(text, m[4]), b"hi");
         assert_eq!(m[5], 3, "fields 0.. , three of them");
-        let f = &batch.fields;
-        assert_eq!(text(&batch, f[0]), b"user");
-        assert_eq!((f[1], text(&batch, f[2])), (STRING, &b"ann"[..]));
+        assert_eq!(at(text, f[0]), b"user");
+        assert_eq!((f[1], at(text, f[2])), (STRING, &b"ann"[..]));
         assert_eq!((f[4], f[5] as i64), (INT, -3));
         assert_eq!((f[7], f64::from_bits(f[8])), (FLOAT, 0.5));
-        let m = &batch.messages[MESSAGE_WORDS..];
-        assert_eq!(text(&batch, m[2]), b"raw");
+        let m = &m[MESSAGE_WORDS..];
+        assert_eq!(at(text, m[2]), b"raw");
         assert_eq!(m[5], 3 << 32 | 1, "field 3, one of it");
-        assert_eq!((f[10], text(&batch, f[11])), (BYTES, &[0, 255][..]));
+        assert_eq!((f[10], at(text, f[11])), (BYTES, &[0, 255][..]));
+    }
+
+    /// The little-endian numbers of `bytes[from..to]`.
+    fn words(bytes: &[u8], from: usize, to: usize) -> Vec<u64> {
+        bytes[from..to]
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_message_batch_is_a_header_then_numbers_then_text_with_spans_from_its_start() {
+        let mut batch = Vec::new();
+        fill(&mut batch, &&two()[..]).unwrap();
+        assert_eq!(words(&batch, 0, HEADER), [2, 4], "two messages, four fields");
+        let fields_at = HEADER + 2 * MESSAGE_WORDS * 8;
+        let text_at = fields_at + 4 * FIELD_WORDS * 8;
+        let m = words(&batch, HEADER, fields_at);
+        let f = words(&batch, fields_at, text_at);
+        check_two(&batch, &m, &f);
+        assert_eq!(
+            &batch[text_at..text_at + 4],
+            b"user",
+            "the text follows the numbers"
+        );
+        assert_eq!(
+            batch.len(),
+            text_at + "userannnrloginauthhib".len() + 2 + "raw".len()
+        );
+    }
+
+    #[test]
+    fn the_lists_layout_has_the_same_numbers_with_spans_into_text() {
+        let mut batch = empty();
+        fill_lists(&mut batch, &&two()[..]).unwrap();
+        check_two(&batch.text, &batch.messages, &batch.fields);
+    }
+
+    #[test]
+    fn an_empty_run_is_a_header_of_zeros() {
+        let mut batch = vec![1, 2, 3];
+        let none: &[Message] = &[];
+        fill(&mut batch, &none).unwrap();
+        assert_eq!(batch, [0; HEADER]);
     }
 
     #[test]
     fn refilling_reuses_the_buffers() {
-        let mut batch = empty();
         let messages: Vec<Message> = (0..8).map(|i| Message::new(format!("t{i}"))).collect();
-        fill(&mut batch, &&messages[..]).unwrap();
+        let mut flat = Vec::new();
+        fill(&mut flat, &&messages[..]).unwrap();
+        let capacity = flat.capacity();
+        fill(&mut flat, &&messages[..4]).unwrap();
+        assert_eq!(words(&flat, 0, 8), [4]);
+        assert_eq!(flat.capacity(), capacity);
+
+        let mut batch = empty();
+        fill_lists(&mut batch, &&messages[..]).unwrap();
         let capacity = (batch.text.capacity(), batch.messages.capacity());
-        fill(&mut batch, &&messages[..4]).unwrap();
+        fill_lists(&mut batch, &&messages[..4]).unwrap();
         assert_eq!(batch.messages.len(), 4 * MESSAGE_WORDS);
         assert_eq!((batch.text.capacity(), batch.messages.capacity()), capacity);
     }

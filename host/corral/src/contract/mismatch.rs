@@ -124,7 +124,7 @@ impl fmt::Display for Bulleted<'_> {
 pub(crate) fn expected_type(entry: &str) -> &'static str {
     match entry {
         PROCESS_MESSAGE => "func(message: borrow<message>) -> result<_, failure>",
-        PROCESS_BATCH => "func(batch: batch) -> list<batch-failure>",
+        PROCESS_BATCH => "func(batch: message-batch) -> list<batch-failure>",
         DECODE => "func(records: raw-batch) -> decoded",
         _ => "func(now-ns: s64) -> result<_, failure>",
     }
@@ -140,6 +140,10 @@ pub(crate) fn fits(entry: &str, func: &wasmtime::component::types::ComponentFunc
     let failure_result = |ty: &Type| matches!(ty, Type::Result(r) if r.ok().is_none() && matches!(r.err(), Some(Type::Variant(_))));
     match (entry, &params[..], &results[..]) {
         (PROCESS_MESSAGE, [Type::Borrow(_)], [result]) => failure_result(result),
+        // A `message-batch` (`list<u8>`), or the `batch` record of plugins built before it.
+        (PROCESS_BATCH, [Type::List(batch)], [Type::List(list)]) => {
+            batch.ty() == Type::U8 && matches!(list.ty(), Type::Record(_))
+        }
         (PROCESS_BATCH, [Type::Record(_)], [Type::List(list)]) => matches!(list.ty(), Type::Record(_)),
         (DECODE, [Type::Record(_)], [Type::Record(_)]) => true,
         (TIMER_EVENT, [Type::S64], [result]) => failure_result(result),

@@ -95,8 +95,10 @@ struct Cell {
     code: Code,
     /// Optimised code on its way, while `code` is baseline code.
     upgrade: Option<Arc<Upgrade>>,
-    /// The buffers of the next batch, refilled for each `batch-filter` call.
-    batch: Arc<Batch>,
+    /// The buffer of the next batch, refilled for each `batch-filter` call.
+    batch: Arc<Vec<u8>>,
+    /// The same for a plugin built before the `message-batch`, in three lists.
+    lists: Arc<Batch>,
     /// The same for a `decoder`'s raw records.
     raw: Arc<RawBatch>,
     state: PluginState,
@@ -200,7 +202,8 @@ impl Plugin {
                 }),
                 code,
                 upgrade,
-                batch: Arc::new(crate::contract::batch::empty()),
+                batch: Arc::new(Vec::new()),
+                lists: Arc::new(crate::contract::batch::empty()),
                 raw: Arc::new(crate::contract::raw::empty()),
                 state: PluginState::Running,
                 consecutive_failures: 0,

@@ -10,7 +10,7 @@ use super::fault::{Fault, check_failures, classify, failure_text, panic_message}
 use super::{CallError, CallOutcome, Cell, Done, Entry, Facts, Instance, Plugin};
 use crate::contract::bindings::corral::plugin::types::Failure;
 use crate::sandbox::output::{escape, escaped_len};
-use crate::sandbox::{Entries, Limit, Sandbox, cause, hostcall_fuel, lend};
+use crate::sandbox::{Entries, Limit, ProcessBatch, Sandbox, cause, hostcall_fuel, lend};
 
 impl Plugin {
     /// Runs one call on the plugin's instance, making a fresh one first if the last call
@@ -51,7 +51,11 @@ impl Plugin {
             source: None,
         };
         let Cell {
-            sandbox, batch, raw, ..
+            sandbox,
+            batch,
+            lists,
+            raw,
+            ..
         } = cell;
         let instance = sandbox.as_mut().expect("instantiated above");
         instance.called = true;
@@ -110,10 +114,22 @@ impl Plugin {
             (Entry::Messages(messages), Entries::Batch { process, .. }) => {
                 // The guest's copy of the last batch is gone when its call returned; ours
                 // is shared with nobody now, and is refilled in place.
-                let Some(buffers) = Arc::get_mut(batch) else {
-                    unreachable!("a batch is shared only during its call")
+                let shared = "a batch is shared only during its call";
+                let laid_out = match process {
+                    ProcessBatch::Flat(_) => {
+                        let Some(buffer) = Arc::get_mut(batch) else {
+                            unreachable!("{shared}")
+                        };
+                        crate::contract::batch::fill(buffer, messages)
+                    }
+                    ProcessBatch::Lists(_) => {
+                        let Some(buffers) = Arc::get_mut(lists) else {
+                            unreachable!("{shared}")
+                        };
+                        crate::contract::batch::fill_lists(buffers, messages)
+                    }
                 };
-                if crate::contract::batch::fill(buffers, messages).is_err() {
+                if laid_out.is_err() {
                     self.spec.output.end();
                     let error = host_error(format!(
                         "{} messages do not fit one batch (over 4 GiB of text)",
@@ -121,9 +137,11 @@ impl Plugin {
                     ));
                     return (Err(error), facts);
                 }
-                process
-                    .call(&mut *store, (batch.clone(),))
-                    .map(|(failures,)| failures.into_iter().map(|f| (f.index, f.failure)).collect())
+                let failures = match process {
+                    ProcessBatch::Flat(process) => process.call(&mut *store, (batch.clone(),)),
+                    ProcessBatch::Lists(process) => process.call(&mut *store, (lists.clone(),)),
+                };
+                failures.map(|(failures,)| failures.into_iter().map(|f| (f.index, f.failure)).collect())
             }
             (Entry::Records(records), Entries::Decoder { decode, .. }) => {
                 let Some(buffers) = Arc::get_mut(raw) else {

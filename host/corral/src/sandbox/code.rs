@@ -6,6 +6,7 @@ use std::sync::Arc;
 use wasmtime::component::{ComponentExportIndex, InstancePre, TypedFunc};
 
 use super::SandboxState;
+use crate::contract::batch::Layout;
 use crate::contract::bindings::corral::plugin::types::{Batch, BatchFailure, Decoded, Failure, RawBatch};
 use crate::contract::{self, Filter, FilterIndices, STATE_INTERFACE};
 
@@ -44,9 +45,15 @@ pub(crate) struct StateFuncs {
     pub restore: TypedFunc<(Vec<u8>,), (Result<(), String>,)>,
 }
 
-/// `batch-filter`'s entry point: the batch is shared, not moved, so that its buffers
-/// are refilled for the next call instead of allocated again.
-pub(crate) type ProcessBatch = TypedFunc<(Arc<Batch>,), (Vec<BatchFailure>,)>;
+/// `batch-filter`'s entry point, by the layout it takes: the batch is shared, not
+/// moved, so that its buffers are refilled for the next call instead of allocated again.
+#[derive(Clone, Copy)]
+pub(crate) enum ProcessBatch {
+    /// A `message-batch`, one list.
+    Flat(TypedFunc<(Arc<Vec<u8>>,), (Vec<BatchFailure>,)>),
+    /// The `batch` record of plugins built before the `message-batch`.
+    Lists(TypedFunc<(Arc<Batch>,), (Vec<BatchFailure>,)>),
+}
 /// `decoder`'s entry point, its raw batch shared for the same reason.
 pub(crate) type Decode = TypedFunc<(Arc<RawBatch>,), (Decoded,)>;
 pub(crate) type TimerEvent = TypedFunc<(i64,), (Result<(), Failure>,)>;
@@ -55,7 +62,7 @@ pub(crate) type TimerEvent = TypedFunc<(i64,), (Result<(), Failure>,)>;
 pub(crate) enum Entries {
     /// `filter`: one message per call, read through the `message` resource.
     Filter(Filter),
-    /// `batch-filter`: one or more messages per call, laid out in a [`Batch`].
+    /// `batch-filter`: one or more messages per call, laid out flat.
     Batch {
         process: ProcessBatch,
         timer: TimerEvent,
@@ -76,6 +83,7 @@ pub(super) enum WorldExports {
     Filter(FilterIndices),
     Batch {
         process: ComponentExportIndex,
+        layout: Layout,
         timer: ComponentExportIndex,
     },
     Decoder {
@@ -114,6 +122,7 @@ impl Exports {
             },
             (None, Some(process)) => WorldExports::Batch {
                 process,
+                layout: batch_layout(pre),
                 timer: export(None, contract::TIMER_EVENT)?,
             },
             (None, None) => WorldExports::Filter(FilterIndices::new(pre)?),
@@ -129,5 +138,25 @@ impl Exports {
     /// Whether the plugin is a decoder (the `decoder` world).
     pub fn decodes(&self) -> bool {
         matches!(self.world, WorldExports::Decoder { .. })
+    }
+}
+
+/// The layout `pre`'s `process-batch` takes: the `batch` record of plugins built before
+/// the `message-batch`, or the `message-batch` (what the world says; a wrong type is
+/// told apart when the typed function is looked up, and was refused at load).
+fn batch_layout(pre: &InstancePre<SandboxState>) -> Layout {
+    use wasmtime::component::types::{ComponentItem, Type};
+    let component = pre.component();
+    let ty = component.component_type();
+    match ty
+        .get_export(component.engine(), contract::PROCESS_BATCH)
+        .map(|e| e.ty)
+    {
+        Some(ComponentItem::ComponentFunc(func))
+            if matches!(func.params().next(), Some((_, Type::Record(_)))) =>
+        {
+            Layout::Lists
+        }
+        _ => Layout::Flat,
     }
 }

@@ -32,9 +32,10 @@ use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use crate::contract::batch::Layout;
 pub use code::Tier;
 use code::WorldExports;
-pub(crate) use code::{Code, Entries, Exports, StateFuncs};
+pub(crate) use code::{Code, Entries, Exports, ProcessBatch, StateFuncs};
 use current::Current;
 use deadline::{Deadline, Ticks};
 pub(crate) use limits::{Limit, Limits};
@@ -208,8 +209,15 @@ impl SandboxSpec {
         })?;
         let entries = match &code.exports.world {
             WorldExports::Filter(indices) => Entries::Filter(indices.load(&mut store, &instance)?),
-            WorldExports::Batch { process, timer } => Entries::Batch {
-                process: instance.get_typed_func(&mut store, process)?,
+            WorldExports::Batch {
+                process,
+                layout,
+                timer,
+            } => Entries::Batch {
+                process: match layout {
+                    Layout::Flat => ProcessBatch::Flat(instance.get_typed_func(&mut store, process)?),
+                    Layout::Lists => ProcessBatch::Lists(instance.get_typed_func(&mut store, process)?),
+                },
                 timer: instance.get_typed_func(&mut store, timer)?,
             },
             WorldExports::Decoder { decode, timer } => Entries::Decoder {
