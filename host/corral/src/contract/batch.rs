@@ -165,8 +165,13 @@ pub(crate) fn fill(batch: &mut Vec<u8>, messages: &dyn Messages) -> Result<(), T
     if numbers + text > u32::MAX as usize {
         return Err(TooLarge);
     }
-    batch.clear();
-    batch.resize(numbers + text, 0);
+    // Every byte of the list is written below, so the last batch's bytes serve as they
+    // are: zeroing them first was a memset of the whole batch on every call.
+    if batch.len() >= numbers + text {
+        batch.truncate(numbers + text);
+    } else {
+        batch.resize(numbers + text, 0);
+    }
     let (header, rest) = batch.split_at_mut(HEADER);
     put(header, &[messages.len() as u64, fields as u64]);
     let (message_slots, rest) = rest.split_at_mut(messages.len() * MESSAGE_WORDS * 8);
@@ -187,6 +192,7 @@ pub(crate) fn fill(batch: &mut Vec<u8>, messages: &dyn Messages) -> Result<(), T
         put(slot, &message_words(&mut tail, message, first));
         first += message.fields.len();
     }
+    debug_assert_eq!(tail.at, tail.bytes.len(), "the text fills the list's end");
     Ok(())
 }
 
@@ -363,5 +369,25 @@ mod tests {
         fill_lists(&mut batch, &&messages[..4]).unwrap();
         assert_eq!(batch.messages.len(), 4 * MESSAGE_WORDS);
         assert_eq!((batch.text.capacity(), batch.messages.capacity()), capacity);
+    }
+
+    #[test]
+    fn a_refilled_batch_holds_nothing_of_the_last_one() {
+        // The list is not zeroed between calls: every byte must be written afresh.
+        let long: Vec<Message> = (0..8)
+            .map(|i| {
+                let mut message = Message::new(format!("type-{i}-{}", "x".repeat(40)));
+                message.payload = "p".repeat(100);
+                message
+            })
+            .collect();
+        for messages in [&two()[..], &two()[1..], &[][..]] {
+            let mut fresh = Vec::new();
+            fill(&mut fresh, &messages).unwrap();
+            let mut reused = Vec::new();
+            fill(&mut reused, &&long[..]).unwrap();
+            fill(&mut reused, &messages).unwrap();
+            assert_eq!(reused, fresh, "{} messages after eight long ones", messages.len());
+        }
     }
 }
