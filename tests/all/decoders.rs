@@ -430,7 +430,10 @@ fn a_glob_picks_up_new_files_cuts_long_lines_and_counts_failures() {
         recent[1]["reason"].as_str().unwrap().contains("remote_addr"),
         "{input}"
     );
-    daemon.stop();
+    let log = daemon.stop();
+    // The first scan and the registry's load event both sync the input: it must start
+    // once (two inputs read every line twice).
+    assert_eq!(log.matches("input started").count(), 1, "{log}");
     exactly_once(&dirs.seen(), 100);
 }
 

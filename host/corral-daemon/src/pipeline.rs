@@ -418,15 +418,14 @@ impl Pipeline {
     }
 
     fn start_worker(&self, name: &str) {
-        if self.stopped.load(Ordering::SeqCst) {
-            return;
-        }
         // A decoder reads no log: it writes it, fed by its input (see `intake`).
         if self.registry.get(name).is_some_and(|p| p.decodes()) {
             return;
         }
         let mut workers = lock(&self.workers);
-        if workers.contains_key(name) {
+        // Checked under the lock: `shutdown` sets `stopped` before it drains the workers,
+        // so no worker starts after it.
+        if self.stopped.load(Ordering::SeqCst) || workers.contains_key(name) {
             return;
         }
         let mark = match lock(&self.known).remove(name) {

@@ -163,6 +163,12 @@ pub(crate) struct Intake {
     store: Arc<CheckpointStore>,
     interval: Duration,
     running: Mutex<HashMap<String, Running>>,
+    /// Held while an input is started, stopped or compared with its sidecar: the first
+    /// scan's [`Intake::start_all`] and the registry's events reach [`Intake::sync`]
+    /// from two threads, and two syncs of a name that both found it not running started
+    /// two inputs, each reading every line (not `running`: stopping joins the input's
+    /// thread, and the stats are read meanwhile).
+    changing: Mutex<()>,
     stopped: AtomicBool,
     started: AtomicBool,
 }
@@ -186,6 +192,7 @@ impl Intake {
             store,
             interval,
             running: Mutex::default(),
+            changing: Mutex::default(),
             stopped: AtomicBool::new(false),
             started: AtomicBool::new(false),
         });
@@ -234,6 +241,7 @@ impl Intake {
 
     /// Starts, restarts or stops `name`'s input to match its sidecar now.
     fn sync(&self, name: &str) {
+        let _changing = lock(&self.changing);
         if self.stopped.load(Ordering::SeqCst) {
             return;
         }
@@ -255,13 +263,14 @@ impl Intake {
         }
         if current.is_some() {
             // Another input: the old one commits where it is, the new one starts anew.
-            self.stop_input(name, true);
+            self.stop_running(name, true);
         }
         if let Some(config) = wanted {
             self.start_input(name, config);
         }
     }
 
+    /// Starts `name`'s input; `changing` is held and it has none running.
     fn start_input(&self, name: &str, config: InputConfig) {
         let saved = match self.store.db().input_position(name) {
             Ok(saved) => saved,
@@ -330,7 +339,7 @@ impl Intake {
             .name(format!("corral-input-{name}"))
             .spawn(move || work.run())
             .expect("cannot start an input thread");
-        lock(&self.running).insert(
+        let before = lock(&self.running).insert(
             name.to_owned(),
             Running {
                 config,
@@ -340,11 +349,18 @@ impl Intake {
                 thread,
             },
         );
+        debug_assert!(before.is_none(), "{name} had an input running already");
     }
 
     /// Stops `name`'s input: with its final checkpoint, or (its decoder gone) leaving
     /// its store writes since the last one.
     fn stop_input(&self, name: &str, checkpoint: bool) {
+        let _changing = lock(&self.changing);
+        self.stop_running(name, checkpoint);
+    }
+
+    /// [`Intake::stop_input`] with `changing` held.
+    fn stop_running(&self, name: &str, checkpoint: bool) {
         let Some(running) = lock(&self.running).remove(name) else {
             return;
         };
@@ -360,6 +376,8 @@ impl Intake {
 
     /// Stops every input, each with its final checkpoint. Call before the log closes.
     pub(crate) fn shutdown(&self) {
+        // After a sync under way: none starts an input once this has drained them.
+        let _changing = lock(&self.changing);
         self.stopped.store(true, Ordering::SeqCst);
         let all: Vec<(String, Running)> = lock(&self.running).drain().collect();
         for (_, running) in &all {
