@@ -56,9 +56,14 @@ impl NatsServer {
 
     /// Starts one and waits (up to `bound`) until it listens.
     ///
+    /// The server picks its own port (`-p -1`) and names it in its ports file once it
+    /// listens: a port chosen here and then handed over could be taken in between by
+    /// another test's server (which then failed to bind and exited, while the wait saw
+    /// the other one listening).
+    ///
     /// # Panics
     ///
-    /// When it cannot be started or does not listen in time.
+    /// When it cannot be started, exits, or does not listen in time.
     pub fn start(bound: std::time::Duration) -> NatsServer {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -68,31 +73,38 @@ impl NatsServer {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("a directory for nats-server's store");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let child = std::process::Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        let mut child = std::process::Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+            .arg(dir.join("store"))
+            .arg("--ports_file_dir")
             .arg(&dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("nats-server on PATH (apt-get install nats-server)");
-        let server = NatsServer {
-            child,
-            dir,
-            url: format!("nats://127.0.0.1:{port}"),
-        };
+        let ports = dir.join(format!("nats-server_{}.ports", child.id()));
         let deadline = std::time::Instant::now() + bound;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nats-server did not listen on port {port} within {bound:?}"
-            );
+        let url = loop {
+            // {"nats":["nats://127.0.0.1:<port>"], ...}, written once it listens.
+            let written = std::fs::read_to_string(&ports).ok().and_then(|text| {
+                let at = text.find("\"nats://")? + 1;
+                let len = text[at..].find('"')?;
+                Some(text[at..at + len].to_owned())
+            });
+            if let Some(url) = written {
+                break url;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("nats-server exited before it listened: {status}");
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("nats-server did not listen within {bound:?}");
+            }
             std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        server
+        };
+        NatsServer { child, dir, url }
     }
 
     /// The server's process id.
