@@ -507,33 +507,43 @@ fn a_decoder_swapped_mid_file_keeps_its_place() {
     assert!(types[switch..].iter().all(|t| t == "nginx.b"), "{types:?}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The port `name`'s input listens on, once it does: its `source`, the address bound.
+fn listening_port(daemon: &Daemon, name: &str) -> Option<u16> {
+    let source = daemon.input(name)["source"]
+        .as_str()?
+        .parse::<std::net::SocketAddr>()
+        .ok()?;
+    Some(source.port()).filter(|&port| port != 0)
 }
 
 #[test]
 fn syslog_over_udp_and_tcp_on_loopback() {
     let dirs = Dirs::new();
-    let (udp, tcp) = (free_port(), free_port());
+    // Port 0: each listener takes a free port and says which (a port chosen here and
+    // released could be taken before the daemon binds it).
     dirs.add(
         "sys-udp",
         guests::SYSLOG,
-        &format!("[input]\ntype = \"udp\"\naddress = \"127.0.0.1:{udp}\"\n"),
+        "[input]\ntype = \"udp\"\naddress = \"127.0.0.1:0\"\n",
     );
     dirs.add(
         "sys-tcp",
         guests::SYSLOG,
-        &format!("[input]\ntype = \"tcp\"\naddress = \"127.0.0.1:{tcp}\"\n"),
+        "[input]\ntype = \"tcp\"\naddress = \"127.0.0.1:0\"\n",
     );
     let daemon = dirs.start();
     eventually("both listening", BOUND, || {
-        let log = daemon.log();
-        log.contains(&format!("udp 127.0.0.1:{udp}")) && log.contains(&format!("tcp 127.0.0.1:{tcp}"))
+        listening_port(&daemon, "sys-udp").is_some() && listening_port(&daemon, "sys-tcp").is_some()
     });
+    let (udp, tcp) = (
+        listening_port(&daemon, "sys-udp").unwrap(),
+        listening_port(&daemon, "sys-tcp").unwrap(),
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!("udp 127.0.0.1:{udp}")) && log.contains(&format!("tcp 127.0.0.1:{tcp}")),
+        "the log names the ports bound: {log}"
+    );
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for line in fixture("syslog/rfc5424.log").lines() {
         socket.send_to(line.as_bytes(), ("127.0.0.1", udp)).unwrap();

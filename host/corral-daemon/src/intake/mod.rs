@@ -296,17 +296,21 @@ impl Intake {
             }
             InputKind::Udp { address } => {
                 stats.kind = "udp";
-                stats.source = address.to_string();
-                syslog::Listener::udp(name, *address, config.max_line).map(|s| Box::new(s) as Box<dyn Source>)
+                syslog::Listener::udp(name, *address, config.max_line).map(|s| {
+                    // The address bound: the port chosen, for a configured port 0.
+                    stats.source = s.local().to_string();
+                    Box::new(s) as Box<dyn Source>
+                })
             }
             InputKind::Tcp {
                 address,
                 max_connections,
             } => {
                 stats.kind = "tcp";
-                stats.source = address.to_string();
-                syslog::Listener::tcp(name, *address, config.max_line, *max_connections)
-                    .map(|s| Box::new(s) as Box<dyn Source>)
+                syslog::Listener::tcp(name, *address, config.max_line, *max_connections).map(|s| {
+                    stats.source = s.local().to_string();
+                    Box::new(s) as Box<dyn Source>
+                })
             }
         };
         let source = match source {

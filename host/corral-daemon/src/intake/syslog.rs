@@ -30,9 +30,16 @@ pub(crate) struct Listener {
     cut: Arc<AtomicUsize>,
     /// A record taken while waiting, handed at the next read.
     next: Option<Record>,
+    /// The address bound (the port chosen, for a configured port 0).
+    local: SocketAddr,
 }
 
 impl Listener {
+    /// The address it listens on.
+    pub(crate) fn local(&self) -> SocketAddr {
+        self.local
+    }
+
     /// Listens for datagrams on `address`.
     pub(crate) fn udp(name: &str, address: SocketAddr, max_line: usize) -> Result<Listener, String> {
         let socket = UdpSocket::bind(address).map_err(|e| format!("cannot listen on udp {address}: {e}"))?;
@@ -88,6 +95,7 @@ impl Listener {
             threads: vec![thread],
             cut,
             next: None,
+            local,
         })
     }
 
@@ -159,6 +167,7 @@ impl Listener {
             threads: vec![thread],
             cut,
             next: None,
+            local,
         })
     }
 }
