@@ -94,19 +94,11 @@ fn a_batch_plugin_reads_every_header_and_field_in_its_own_memory() {
     );
 }
 
-/// `batch-probe` as the SDK built it before the `message-batch`: its `process-batch`
-/// takes the `batch` record's three lists (`tests/fixtures/legacy/README.md`).
-fn legacy_probe() -> String {
-    concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/legacy/batch-probe-lists.wasm"
-    )
-    .to_owned()
-}
-
 #[test]
 fn a_plugin_built_for_the_three_list_batch_still_reads_every_message() {
-    let probe = load("batch-legacy", &legacy_probe());
+    // `batch-probe-lists` exports the `process-batch` of a plugin built before the
+    // `message-batch`, taking the `batch` record's three lists.
+    let probe = load("batch-legacy", guests::BATCH_PROBE_LISTS);
     assert!(probe.batches());
     let run = [
         rich("a"),
