@@ -322,6 +322,17 @@ impl Interrupt {
     fn epochs(self) -> bool {
         matches!(self, Interrupt::Epoch | Interrupt::Both)
     }
+
+    /// Arms one call's budgets, as Corral and any embedder bounding each call must: a
+    /// fuel budget and an epoch deadline (far away: no epoch thread runs here).
+    fn arm(self, store: &mut Store<BareState>) {
+        if self.fuel() {
+            store.set_fuel(u64::MAX).unwrap();
+        }
+        if self.epochs() {
+            store.set_epoch_deadline(u64::MAX);
+        }
+    }
 }
 
 struct Bare {
@@ -356,12 +367,7 @@ fn bare_store(
         last: None,
     };
     let mut store = Store::new(&engine, state);
-    if interrupt.fuel() {
-        store.set_fuel(u64::MAX).unwrap();
-    }
-    if interrupt.epochs() {
-        store.set_epoch_deadline(u64::MAX);
-    }
+    interrupt.arm(&mut store);
     (store, component, linker)
 }
 
@@ -399,10 +405,8 @@ impl Way for Bare {
 
     fn process(&mut self, index: usize) {
         self.store.data_mut().current = index;
-        if self.interrupt.fuel() {
-            // Corral refills per call; so does this, to price the same work.
-            self.store.set_fuel(u64::MAX).unwrap();
-        }
+        // Corral arms every call; so does this, to price the same work.
+        self.interrupt.arm(&mut self.store);
         self.filter
             .call_process_message(&mut self.store, Resource::new_borrow(0))
             .unwrap()
@@ -522,14 +526,7 @@ impl Way for BareBatch {
         self.run.clear();
         self.run.extend(self.pending.iter().map(|&i| &messages[i]));
         lay_out(batch, &self.run);
-        // With limits, armed per call as any embedder bounding each call must: a fuel
-        // budget and an epoch deadline (far away: no epoch thread runs here).
-        if self.interrupt.fuel() {
-            self.store.set_fuel(u64::MAX).unwrap();
-        }
-        if self.interrupt.epochs() {
-            self.store.set_epoch_deadline(u64::MAX);
-        }
+        self.interrupt.arm(&mut self.store);
         let (failures,) = self.process.call(&mut self.store, (self.batch.clone(),)).unwrap();
         assert!(failures.is_empty());
         self.pending.clear();
