@@ -23,7 +23,7 @@ const PERMIT: usize = 64 << 10;
 
 impl CaptureStream {
     pub(super) fn write_bytes(&self, bytes: &[u8]) -> bool {
-        self.output.state().write(self.source, bytes)
+        self.output.touch().write(self.source, bytes)
     }
 }
 

@@ -22,6 +22,7 @@ mod capture;
 mod gate;
 mod line;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub(crate) use capture::CaptureStream;
@@ -36,7 +37,16 @@ const MAX_STDERR_KEPT: usize = 8192;
 
 /// The output budget and captured lines of one sandbox, shared with its streams.
 #[derive(Debug, Clone)]
-pub(crate) struct Output(Arc<Mutex<OutputState>>);
+pub(crate) struct Output(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    /// Whether anything changed the state since the last call ended. Most calls write
+    /// nothing, and [`Output::end`] then takes no lock: an uncontended lock and its
+    /// release are two atomic read-modify-writes, each waiting for the stores before it.
+    touched: AtomicBool,
+    state: Mutex<OutputState>,
+}
 
 #[derive(Debug)]
 struct OutputState {
@@ -87,7 +97,7 @@ impl Output {
 
     /// As [`Output::new`], with a log gate shared with the plugin's other log lines.
     pub fn with_gate(plugin: Arc<str>, limit: u64, gate: Arc<Mutex<LogGate>>) -> Output {
-        Output(Arc::new(Mutex::new(OutputState {
+        let state = Mutex::new(OutputState {
             plugin,
             gate,
             base_limit: limit,
@@ -99,26 +109,37 @@ impl Output {
             stderr_kept: Vec::new(),
             pending: [0, 0],
             lines: Vec::new(),
-        })))
+        });
+        Output(Arc::new(Shared {
+            touched: AtomicBool::new(false),
+            state,
+        }))
     }
 
     /// Gives the call about to start the budget of `messages` calls, for a batch; the
     /// budget is back to one call's when the call ends.
     pub fn scale(&self, messages: u64) {
-        let mut s = self.state();
+        let mut s = self.touch();
         s.limit = s.base_limit.saturating_mul(messages);
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, OutputState> {
         // The state is plain counters and buffers; a panic holding the lock cannot break
         // an invariant worth refusing to read.
-        crate::lock(&self.0)
+        crate::lock(&self.0.state)
+    }
+
+    /// The state, to change: the call's end must look at it.
+    fn touch(&self) -> std::sync::MutexGuard<'_, OutputState> {
+        let state = self.state();
+        self.0.touched.store(true, Ordering::Release);
+        state
     }
 
     /// Counts `bytes` against the budget; `false` (and the budget marked exceeded) when
     /// they do not fit.
     pub fn charge(&self, bytes: u64) -> bool {
-        self.state().charge(bytes)
+        self.touch().charge(bytes)
     }
 
     /// The rate gate of this sandbox's log lines, to share with the host's own lines
@@ -135,7 +156,7 @@ impl Output {
 
     /// Logs one line from the `log` import, after charging it for its escaped size.
     pub fn log(&self, level: LogLevel, message: String) -> bool {
-        let mut s = self.state();
+        let mut s = self.touch();
         if !s.charge(escaped_len(&message) as u64) {
             return false;
         }
@@ -144,9 +165,14 @@ impl Output {
     }
 
     /// Ends the call: flushes partial lines, hands back what it wrote, and leaves a
-    /// fresh budget for the next call (one lock per call: the call path is hot).
+    /// fresh budget for the next call (no lock for a call that wrote nothing and had
+    /// one call's budget: the call path is hot).
     pub fn end(&self) -> CallOutput {
+        if !self.0.touched.load(Ordering::Acquire) {
+            return CallOutput::default();
+        }
         let mut s = self.state();
+        self.0.touched.store(false, Ordering::Relaxed);
         // Most calls write nothing: nothing to flush, and nothing to hand over.
         let quiet = s.used == 0
             && !s.exceeded
@@ -309,5 +335,18 @@ mod tests {
         let texts: Vec<_> = call.lines.iter().map(|l| l.message.as_str()).collect();
         assert_eq!(texts, ["one", "boom", "two"]);
         assert!(out.charge(20), "a new call gets a fresh budget");
+    }
+
+    #[test]
+    fn a_batch_budget_lasts_one_call_even_when_nothing_is_written() {
+        let out = Output::new("p".into(), 10);
+        out.scale(3);
+        assert_eq!(out.remaining(), 30);
+        let call = out.end();
+        assert_eq!((call.used, call.exceeded, call.lines.len()), (0, false, 0));
+        assert_eq!(out.remaining(), 10, "the next call has one call's budget again");
+        assert!(!out.charge(11));
+        assert!(out.end().exceeded, "an exceeded budget is reported, not lost");
+        assert!(!out.end().exceeded, "and then forgotten");
     }
 }
