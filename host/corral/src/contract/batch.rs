@@ -45,9 +45,16 @@ pub(crate) enum Layout {
 }
 
 /// A run of messages: a slice of messages, or of anything that borrows as one.
+///
+/// A call takes its messages as `&dyn Messages`; laying them out is one dynamic call
+/// for the batch, compiled for each kind of slice, not two for every message.
 pub(crate) trait Messages {
     fn len(&self) -> usize;
     fn get(&self, index: usize) -> &Message;
+    /// [`fill`] with these messages.
+    fn lay_out(&self, batch: &mut Vec<u8>) -> Result<(), TooLarge>;
+    /// [`fill_lists`] with these messages.
+    fn lay_out_lists(&self, batch: &mut Batch) -> Result<(), TooLarge>;
 }
 
 impl<M: Borrow<Message>> Messages for &[M] {
@@ -58,6 +65,14 @@ impl<M: Borrow<Message>> Messages for &[M] {
     fn get(&self, index: usize) -> &Message {
         self[index].borrow()
     }
+
+    fn lay_out(&self, batch: &mut Vec<u8>) -> Result<(), TooLarge> {
+        fill(batch, self)
+    }
+
+    fn lay_out_lists(&self, batch: &mut Batch) -> Result<(), TooLarge> {
+        fill_lists(batch, self)
+    }
 }
 
 /// The messages do not fit one batch: offsets and lengths are 32-bit.
@@ -65,6 +80,10 @@ impl<M: Borrow<Message>> Messages for &[M] {
 pub(crate) struct TooLarge;
 
 /// The text a message lays out: its strings and byte strings, in bytes.
+// (Inline, like every helper of `fill`: `fill` is compiled in the crate that calls the
+// library with its own kind of message slice, where a helper not marked inline would be
+// a call of its own per string.)
+#[inline]
 fn text_len(message: &Message) -> usize {
     message.type_.len()
         + message.logger.len()
@@ -90,6 +109,7 @@ trait Text {
 
 /// The `batch` record's `text`: appended to, checked by [`fill_lists`] first.
 impl Text for Vec<u8> {
+    #[inline]
     fn span(&mut self, bytes: &[u8]) -> u64 {
         span(self, bytes)
     }
@@ -104,6 +124,7 @@ struct Tail<'a> {
 }
 
 impl Text for Tail<'_> {
+    #[inline]
     fn span(&mut self, bytes: &[u8]) -> u64 {
         let at = self.at;
         self.bytes[at..at + bytes.len()].copy_from_slice(bytes);
@@ -154,7 +175,7 @@ fn put(slot: &mut [u8], words: &[u64]) {
 /// check that it fits 32-bit offsets, then the list sized once and every number and
 /// string written in its place, each span computed without a check (if the whole batch
 /// fits, every span within it does).
-pub(crate) fn fill(batch: &mut Vec<u8>, messages: &dyn Messages) -> Result<(), TooLarge> {
+pub(crate) fn fill(batch: &mut Vec<u8>, messages: &(impl Messages + ?Sized)) -> Result<(), TooLarge> {
     let (mut fields, mut text) = (0usize, 0usize);
     for index in 0..messages.len() {
         let message = messages.get(index);
@@ -199,7 +220,7 @@ pub(crate) fn fill(batch: &mut Vec<u8>, messages: &dyn Messages) -> Result<(), T
 /// Empties `batch` and lays `messages` out in it as the `batch` record's three lists,
 /// for a plugin built before the `message-batch`; checked and reserved as [`fill`] is,
 /// message by message.
-pub(crate) fn fill_lists(batch: &mut Batch, messages: &dyn Messages) -> Result<(), TooLarge> {
+pub(crate) fn fill_lists(batch: &mut Batch, messages: &(impl Messages + ?Sized)) -> Result<(), TooLarge> {
     batch.text.clear();
     batch.messages.clear();
     batch.fields.clear();
@@ -225,6 +246,7 @@ pub(crate) fn fill_lists(batch: &mut Batch, messages: &dyn Messages) -> Result<(
 
 /// Appends `bytes` to `text` and returns their span, unchecked: [`fill`] and
 /// [`fill_lists`] check that the text fits first.
+#[inline]
 fn span(text: &mut Vec<u8>, bytes: &[u8]) -> u64 {
     let span = (text.len() as u64) << 32 | bytes.len() as u64;
     text.extend_from_slice(bytes);

@@ -96,11 +96,11 @@ struct Cell {
     /// Optimised code on its way, while `code` is baseline code.
     upgrade: Option<Arc<Upgrade>>,
     /// The buffer of the next batch, refilled for each `batch-filter` call.
-    batch: Arc<Vec<u8>>,
+    batch: Vec<u8>,
     /// The same for a plugin built before the `message-batch`, in three lists.
-    lists: Arc<Batch>,
+    lists: Batch,
     /// The same for a `decoder`'s raw records.
-    raw: Arc<RawBatch>,
+    raw: RawBatch,
     state: PluginState,
     consecutive_failures: u32,
     /// `process-message` calls made, to time one in [`crate::plugin::TIMING_SAMPLE`].
@@ -202,9 +202,9 @@ impl Plugin {
                 }),
                 code,
                 upgrade,
-                batch: Arc::new(Vec::new()),
-                lists: Arc::new(crate::contract::batch::empty()),
-                raw: Arc::new(crate::contract::raw::empty()),
+                batch: Vec::new(),
+                lists: crate::contract::batch::empty(),
+                raw: crate::contract::raw::empty(),
                 state: PluginState::Running,
                 consecutive_failures: 0,
                 message_calls: 0,

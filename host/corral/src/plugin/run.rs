@@ -1,8 +1,6 @@
 //! Running one call on the plugin's instance: arming its budgets, entering the guest
 //! through the entry point of its world, and telling what stopped it.
 
-use std::sync::Arc;
-
 use wasmtime::Trap;
 use wasmtime::component::Resource;
 
@@ -113,21 +111,10 @@ impl Plugin {
             }
             (Entry::Messages(messages), Entries::Batch { process, .. }) => {
                 // The guest's copy of the last batch is gone when its call returned; ours
-                // is shared with nobody now, and is refilled in place.
-                let shared = "a batch is shared only during its call";
+                // is refilled in place and lent to the call.
                 let laid_out = match process {
-                    ProcessBatch::Flat(_) => {
-                        let Some(buffer) = Arc::get_mut(batch) else {
-                            unreachable!("{shared}")
-                        };
-                        crate::contract::batch::fill(buffer, messages)
-                    }
-                    ProcessBatch::Lists(_) => {
-                        let Some(buffers) = Arc::get_mut(lists) else {
-                            unreachable!("{shared}")
-                        };
-                        crate::contract::batch::fill_lists(buffers, messages)
-                    }
+                    ProcessBatch::Flat(_) => messages.lay_out(batch),
+                    ProcessBatch::Lists(_) => messages.lay_out_lists(lists),
                 };
                 if laid_out.is_err() {
                     self.spec.output.end();
@@ -138,16 +125,13 @@ impl Plugin {
                     return (Err(error), facts);
                 }
                 let failures = match process {
-                    ProcessBatch::Flat(process) => process.call(&mut *store, (batch.clone(),)),
-                    ProcessBatch::Lists(process) => process.call(&mut *store, (lists.clone(),)),
+                    ProcessBatch::Flat(process) => process.call(store, batch),
+                    ProcessBatch::Lists(process) => process.call(store, lists),
                 };
                 failures.map(|(failures,)| failures.into_iter().map(|f| (f.index, f.failure)).collect())
             }
             (Entry::Records(records), Entries::Decoder { decode, .. }) => {
-                let Some(buffers) = Arc::get_mut(raw) else {
-                    unreachable!("a raw batch is shared only during its call")
-                };
-                if crate::contract::raw::fill(buffers, records).is_err() {
+                if crate::contract::raw::fill(raw, records).is_err() {
                     self.spec.output.end();
                     let error = host_error(format!(
                         "{} records do not fit one batch (over 4 GiB of text)",
@@ -155,7 +139,7 @@ impl Plugin {
                     ));
                     return (Err(error), facts);
                 }
-                decode.call(&mut *store, (raw.clone(),)).and_then(|(decoded,)| {
+                decode.call(store, raw).and_then(|(decoded,)| {
                     // The messages returned are taken as if emitted, one by one: the
                     // same checks, the same caps, the same order.
                     use crate::contract::bindings::corral::plugin::emit::Host as _;

@@ -1,9 +1,14 @@
 //! What instances are made from: a component compiled, linked and pre-instantiated
 //! ([`Code`]), where its exports are, and the entry points of a live instance.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
-use wasmtime::component::{ComponentExportIndex, InstancePre, TypedFunc};
+use wasmtime::Store;
+use wasmtime::component::{
+    ComponentExportIndex, ComponentNamedList, ComponentType, Func, Instance, InstancePre, Lift, Lower,
+    TypedFunc,
+};
 
 use super::SandboxState;
 use crate::contract::batch::Layout;
@@ -45,17 +50,66 @@ pub(crate) struct StateFuncs {
     pub restore: TypedFunc<(Vec<u8>,), (Result<(), String>,)>,
 }
 
-/// `batch-filter`'s entry point, by the layout it takes: the batch is shared, not
-/// moved, so that its buffers are refilled for the next call instead of allocated again.
+/// An export that takes one parameter, lent to it for the call rather than moved, so that
+/// the plugin's buffers are refilled for the next call instead of allocated again.
+///
+/// A [`TypedFunc`] names its parameter's lifetime in its type, so one kept from the
+/// instance's start could only take a `'static` borrow. This keeps the function, its
+/// type checked once when the instance starts, and makes the typed function for each
+/// call's borrow. (Sharing the buffer through an `Arc` instead cost three atomic
+/// read-modify-writes a call: a clone, its drop and the `get_mut` before refilling.)
+pub(crate) struct Lent<P: ?Sized, R> {
+    func: Func,
+    types: PhantomData<fn(&P) -> R>,
+}
+
+impl<P: ?Sized, R> Clone for Lent<P, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<P: ?Sized, R> Copy for Lent<P, R> {}
+
+impl<P, R> Lent<P, R>
+where
+    P: ComponentType + Lower + ?Sized,
+    R: ComponentNamedList + Lift,
+{
+    /// The export at `index`, if it takes a `P` and returns `R`.
+    pub fn get(
+        instance: &Instance,
+        store: &mut Store<SandboxState>,
+        index: &ComponentExportIndex,
+    ) -> wasmtime::Result<Self> {
+        let typed: TypedFunc<(&P,), R> = instance.get_typed_func(store, index)?;
+        Ok(Lent {
+            func: *typed.func(),
+            types: PhantomData,
+        })
+    }
+
+    /// Calls the export with `param`, lent for the call.
+    pub fn call(&self, store: &mut Store<SandboxState>, param: &P) -> wasmtime::Result<R> {
+        // SAFETY: `get` checked `func` against `(&P,) -> R` through `get_typed_func`.
+        // That check compares component types, which a borrow's lifetime is not part
+        // of, so it holds for `(&P,)` with this call's lifetime as well.
+        #[allow(unsafe_code)]
+        let typed = unsafe { TypedFunc::<(&P,), R>::new_unchecked(self.func) };
+        typed.call(store, (param,))
+    }
+}
+
+/// `batch-filter`'s entry point, by the layout it takes.
 #[derive(Clone, Copy)]
 pub(crate) enum ProcessBatch {
     /// A `message-batch`, one list.
-    Flat(TypedFunc<(Arc<Vec<u8>>,), (Vec<BatchFailure>,)>),
+    Flat(Lent<[u8], (Vec<BatchFailure>,)>),
     /// The `batch` record of plugins built before the `message-batch`.
-    Lists(TypedFunc<(Arc<Batch>,), (Vec<BatchFailure>,)>),
+    Lists(Lent<Batch, (Vec<BatchFailure>,)>),
 }
-/// `decoder`'s entry point, its raw batch shared for the same reason.
-pub(crate) type Decode = TypedFunc<(Arc<RawBatch>,), (Decoded,)>;
+/// `decoder`'s entry point, its raw batch lent likewise.
+pub(crate) type Decode = Lent<RawBatch, (Decoded,)>;
 pub(crate) type TimerEvent = TypedFunc<(i64,), (Result<(), Failure>,)>;
 
 /// An instance's entry points, by world.

@@ -35,7 +35,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use crate::contract::batch::Layout;
 pub use code::Tier;
 use code::WorldExports;
-pub(crate) use code::{Code, Entries, Exports, ProcessBatch, StateFuncs};
+pub(crate) use code::{Code, Entries, Exports, Lent, ProcessBatch, StateFuncs};
 use current::Current;
 use deadline::{Deadline, Ticks};
 pub(crate) use limits::{Limit, Limits};
@@ -215,13 +215,13 @@ impl SandboxSpec {
                 timer,
             } => Entries::Batch {
                 process: match layout {
-                    Layout::Flat => ProcessBatch::Flat(instance.get_typed_func(&mut store, process)?),
-                    Layout::Lists => ProcessBatch::Lists(instance.get_typed_func(&mut store, process)?),
+                    Layout::Flat => ProcessBatch::Flat(Lent::get(&instance, &mut store, process)?),
+                    Layout::Lists => ProcessBatch::Lists(Lent::get(&instance, &mut store, process)?),
                 },
                 timer: instance.get_typed_func(&mut store, timer)?,
             },
             WorldExports::Decoder { decode, timer } => Entries::Decoder {
-                decode: instance.get_typed_func(&mut store, decode)?,
+                decode: Lent::get(&instance, &mut store, decode)?,
                 timer: instance.get_typed_func(&mut store, timer)?,
             },
         };
