@@ -182,6 +182,7 @@ impl Host {
         } = self.link(name, bytes)?;
         let plugin: Arc<str> = name.into();
         let spec = SandboxSpec {
+            call_ticks: crate::sandbox::deadline_ticks(options.limits.deadline, self.epoch_tick),
             output: Output::new(plugin.clone(), options.limits.output_bytes),
             plugin,
             limits: Arc::new(options.limits),

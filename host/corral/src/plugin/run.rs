@@ -128,7 +128,11 @@ impl Plugin {
                     ProcessBatch::Flat(process) => process.call(store, batch),
                     ProcessBatch::Lists(process) => process.call(store, lists),
                 };
-                failures.map(|(failures,)| failures.into_iter().map(|f| (f.index, f.failure)).collect())
+                failures.map(|(failures,)| match failures.is_empty() {
+                    // Most calls: nothing failed, and there is nothing to convert.
+                    true => Vec::new(),
+                    false => failures.into_iter().map(|f| (f.index, f.failure)).collect(),
+                })
             }
             (Entry::Records(records), Entries::Decoder { decode, .. }) => {
                 if crate::contract::raw::fill(raw, records).is_err() {
@@ -173,8 +177,10 @@ impl Plugin {
         let output = self.spec.output.end();
         let n = messages as u64;
         let fuel = self.spec.limits.fuel.saturating_mul(n);
-        facts.fuel_used = (fuel - store.get_fuel().unwrap_or(0)) / n;
-        facts.output_used = output.used / n;
+        // Per message (a division only for a batch: it is slow, and most calls carry one).
+        let per_message = |total: u64| if n == 1 { total } else { total / n };
+        facts.fuel_used = per_message(fuel - store.get_fuel().unwrap_or(0));
+        facts.output_used = per_message(output.used);
         let data = store.data_mut();
         let emitted = std::mem::take(&mut data.emitted);
         facts.emitted = emitted.len();

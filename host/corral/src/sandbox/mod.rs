@@ -82,6 +82,9 @@ pub(crate) struct SandboxSpec {
     pub kv: Arc<dyn KvStore>,
     pub output: Output,
     pub epoch_tick: Duration,
+    /// One call's deadline in epoch ticks ([`deadline_ticks`]), worked out once: a
+    /// division on every call otherwise.
+    pub call_ticks: u64,
     /// The host's epoch clock, which the deadline of a blocking WASI call is read from.
     pub ticks: Ticks,
     /// The embedder's host functions, whose data each instance holds.
@@ -250,10 +253,10 @@ impl SandboxSpec {
     pub fn arm_for(&self, store: &mut Store<SandboxState>, messages: u32) -> wasmtime::Result<()> {
         let n = u64::from(messages.max(1));
         store.set_fuel(self.limits.fuel.saturating_mul(n))?;
-        let ticks = deadline_ticks(
-            self.limits.deadline.saturating_mul(messages.max(1)),
-            self.epoch_tick,
-        );
+        let ticks = match messages {
+            0 | 1 => self.call_ticks,
+            _ => deadline_ticks(self.limits.deadline.saturating_mul(messages), self.epoch_tick),
+        };
         store.set_epoch_deadline(ticks);
         store.data_mut().deadline.arm(ticks);
         store.data_mut().emit_cap =
@@ -277,7 +280,7 @@ fn is_interrupt(error: Option<&wasmtime::Error>) -> bool {
 /// counted against it: on a loaded 2-core CI machine a 100 ms deadline ended at 99.8 ms.
 /// With the extra tick a call gets its whole deadline unless the thread is more than a
 /// tick late, and a breach still ends within two ticks of it.
-fn deadline_ticks(deadline: Duration, tick: Duration) -> u64 {
+pub(crate) fn deadline_ticks(deadline: Duration, tick: Duration) -> u64 {
     // In u64 where it fits, as every real deadline does: this runs on every call, and a
     // u128 division is a library call. (Reading the clock here to measure the thread's
     // lag would cost about 30 ns a call.)
