@@ -115,6 +115,26 @@ fn reload_picks_up_a_new_file_at_once() {
 }
 
 #[test]
+fn reload_waits_for_a_load_the_watcher_has_already_begun() {
+    let dirs = Dirs::new(&[]);
+    let daemon = dirs.start(&["--no-stdin"]);
+    // Its start function sleeps until a deadline well inside the reload's grace, so the
+    // load the watcher begins on the copy is still under way when the reload comes.
+    dirs.sidecar("sleeps-at-start.toml", "[limits]\ndeadline-ms = 200\n");
+    std::fs::copy(
+        guests::SLEEPS_AT_START,
+        dirs.plugins.path().join("sleeps-at-start.wasm"),
+    )
+    .unwrap();
+    daemon.wait_log("loading plugin");
+    let plugins = daemon.json("PUT", "/plugins/reload", None);
+    assert_eq!(plugins[0]["name"], "sleeps-at-start", "{plugins}");
+    assert_eq!(plugins[0]["state"], "failed-to-load", "{plugins}");
+    let error = plugins[0]["load_error"].as_str().unwrap_or_default();
+    assert!(error.contains("deadline"), "{plugins}");
+}
+
+#[test]
 fn a_non_loopback_admin_api_needs_a_token_and_checks_it() {
     let dirs = Dirs::new(&[("hello.wasm", guests::HELLO)]);
     let refused = Command::new(crate::support::corral_exe())

@@ -117,7 +117,7 @@ pub use sandbox::{Cause, DirGrant, SandboxState, Tier, Violation};
 /// rather than a `wasmtime` dependency of your own, so the two never differ.
 pub use wasmtime;
 pub use wasmtime::Trap;
-pub use watch::{DEBOUNCE, WatchError, WatchOptions, Watcher};
+pub use watch::{DEBOUNCE, RESCAN_GRACE, WatchError, WatchOptions, Watcher};
 
 #[cfg(test)]
 mod tests {

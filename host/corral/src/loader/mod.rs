@@ -172,6 +172,18 @@ impl Host {
     /// a component, a component that does not fit the world, or one that cannot start
     /// within its limits.
     pub fn load(&self, name: &str, bytes: &[u8], options: PluginOptions) -> Result<Plugin, LoadError> {
+        self.load_then(name, bytes, options, &|| {})
+    }
+
+    /// As [`Host::load`], calling `starting` once the component is compiled and
+    /// checked, just before its instance starts (and the guest's code first runs).
+    pub(crate) fn load_then(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        options: PluginOptions,
+        starting: &dyn Fn(),
+    ) -> Result<Plugin, LoadError> {
         validate_name(name)?;
         self.grants.check(name, &options.dirs)?;
         let Linked {
@@ -193,6 +205,7 @@ impl Host {
             ticks: self.ticks.clone(),
             host_functions: self.host_functions.clone(),
         };
+        starting();
         Plugin::start(spec, code, upgrade, hex(&digest), report, options.restart).map_err(|e| match e {
             StartError::Limit(limit, detail) => LoadError::StartLimit {
                 plugin: name.to_owned(),

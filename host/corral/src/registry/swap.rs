@@ -20,15 +20,19 @@ impl Registry {
     /// The [`LoadError`], also recorded in the name's status and sent as
     /// [`Event::Failed`]; the serving version, if any, is untouched.
     pub fn install(&self, name: &str, bytes: &[u8], sidecar: Sidecar) -> Result<Installed, LoadError> {
-        self.install_from(name, bytes, sidecar, None)
+        self.install_from(name, bytes, sidecar, None, &|| {})
     }
 
+    /// As [`Registry::install`], recording `path` as where the plugin came from, and
+    /// calling `starting` when the guest's code is about to run: its instance's start,
+    /// then (for a swap) the old version's last call and its `state.save`.
     pub(crate) fn install_from(
         &self,
         name: &str,
         bytes: &[u8],
         sidecar: Sidecar,
         path: Option<PathBuf>,
+        starting: &dyn Fn(),
     ) -> Result<Installed, LoadError> {
         let _changing = self.changing(name);
         let current = self.read().get(name).cloned().unwrap_or_default();
@@ -43,7 +47,11 @@ impl Registry {
             return Ok(Installed::Unchanged);
         }
         tracing::info!(plugin = name, "loading plugin");
-        let new = match self.inner.host.load(name, bytes, sidecar.options.clone()) {
+        let new = match self
+            .inner
+            .host
+            .load_then(name, bytes, sidecar.options.clone(), starting)
+        {
             Ok(plugin) => {
                 let plugin = Arc::new(plugin);
                 plugin.attach();

@@ -16,7 +16,8 @@
 //! Each name is synced on a thread of its own, one sync per name at a time (a change
 //! that comes during a sync brings one more sync after it): a load whose start function
 //! takes its whole deadline, or a swap waiting for the old version's call and its
-//! `state.save`, holds up only its own name, never the watcher or the other plugins.
+//! `state.save`, holds up only its own name, never the watcher or the other plugins —
+//! nor, past [`RESCAN_GRACE`], a rescan.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,12 @@ use sync::{Spot, plugin_name};
 
 /// How long a file must be quiet before it is looked at.
 pub const DEBOUNCE: Duration = Duration::from_millis(30);
+
+/// How long [`Watcher::rescan`] waits for a load whose guest code is running (a start
+/// function, or an old version's call finishing before a swap) before it returns
+/// without it. Reading, checking and compiling a file are always waited for: they are
+/// the host's, bounded by the compile limits.
+pub const RESCAN_GRACE: Duration = Duration::from_secs(1);
 
 /// The directory could not be watched.
 #[derive(Debug, thiserror::Error)]
@@ -78,15 +85,18 @@ impl Watcher {
     }
 
     /// Looks at the whole directory again and makes the registry match it, as if every
-    /// file had just changed (the admin API's reload). Returns when the syncs it started
-    /// are done; a name whose sync was already under way (a start function taking its
-    /// deadline, say) is looked at again after it, without waiting for it.
+    /// file had just changed (the admin API's reload). Returns when every name's sync is
+    /// done, those already under way when it was called (a file just copied in, say)
+    /// included — except a load that has been running the guest's code (its start
+    /// functions, or the old version's last call before a swap) for [`RESCAN_GRACE`]:
+    /// that one goes on, and is looked at once more after it, without holding up the
+    /// caller.
     pub fn rescan(&self) {
         // Look again even at files that have not changed: what failed for a reason
         // outside the file (a missing granted directory, say) gets another try.
         crate::lock(&self.spot.seen).clear();
         let names = self.spot.sync_dir();
-        self.spot.wait_for(&names);
+        self.spot.wait_for(&names, Some(RESCAN_GRACE));
     }
 }
 
@@ -215,7 +225,7 @@ impl Registry {
             closed: Arc::default(),
         };
         let names = spot.sync_dir();
-        spot.wait_for(&names);
+        spot.wait_for(&names, None);
 
         let watched = spot.clone();
         let worker = std::thread::Builder::new()
@@ -225,7 +235,7 @@ impl Registry {
                     match input {
                         Input::Renamed(path) => {
                             if let Some(name) = plugin_name(&watched.dir, &path) {
-                                let _ = watched.request(&name);
+                                watched.request(&name);
                             }
                         }
                         Input::Debounced(Ok(events)) => {
@@ -238,7 +248,7 @@ impl Registry {
                                 .filter_map(|p| plugin_name(&watched.dir, p))
                                 .collect();
                             for name in names {
-                                let _ = watched.request(&name);
+                                watched.request(&name);
                             }
                         }
                         Input::Debounced(Err(errors)) => {

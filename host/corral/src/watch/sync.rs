@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::WatchOptions;
 use crate::loader::{LoadError, validate_name};
@@ -32,11 +33,25 @@ pub(super) struct Spot {
     /// echo of a rename, or a reader's access, from re-reading — and from restarting a
     /// terminated plugin that nobody re-dropped.
     pub(super) seen: Arc<Mutex<HashMap<String, Identity>>>,
-    /// The names being synced now, each with whether another sync was asked for
-    /// meanwhile; the condvar says when one ends.
-    pub(super) syncing: Arc<(Mutex<HashMap<String, bool>>, Condvar)>,
+    /// The names being synced now; the condvar says when one ends or enters the
+    /// guest's code.
+    pub(super) syncing: Arc<Syncing>,
     /// Set when the watcher is dropped: no sync starts after it.
     pub(super) closed: Arc<AtomicBool>,
+}
+
+/// The names being synced now, and what says when one ends or enters the guest's code.
+pub(super) type Syncing = (Mutex<HashMap<String, Under>>, Condvar);
+
+/// A name's sync under way.
+#[derive(Default)]
+pub(super) struct Under {
+    /// Another sync was asked for meanwhile: one more follows this one.
+    again: bool,
+    /// When this sync's load reached the guest's code (the instance's start functions,
+    /// then for a swap the old version's last call and `state.save`), if it has: how
+    /// long that takes is up to the guest, bounded only by its deadline.
+    in_guest: Option<Instant>,
 }
 
 /// Which files a name's `.wasm` and `.toml` are, as far as metadata tells.
@@ -76,19 +91,18 @@ pub(super) fn plugin_name(dir: &Path, path: &Path) -> Option<String> {
 
 impl Spot {
     /// Syncs `name` on a thread of its own, or once more after the sync under way.
-    /// True when it started a sync (none was under way).
-    pub(super) fn request(&self, name: &str) -> bool {
+    pub(super) fn request(&self, name: &str) {
         if self.closed.load(Ordering::SeqCst) {
-            return false;
+            return;
         }
         let (syncing, _) = &*self.syncing;
         {
             let mut syncing = crate::lock(syncing);
-            if let Some(again) = syncing.get_mut(name) {
-                *again = true;
-                return false;
+            if let Some(under) = syncing.get_mut(name) {
+                under.again = true;
+                return;
             }
-            syncing.insert(name.to_owned(), false);
+            syncing.insert(name.to_owned(), Under::default());
         }
         let spot = self.clone();
         let owned = name.to_owned();
@@ -99,39 +113,46 @@ impl Spot {
             tracing::warn!(plugin = name, "cannot start a thread to sync, syncing here: {e}");
             self.sync_until_settled(name);
         }
-        true
     }
 
     /// Syncs `name` until no further sync was asked for meanwhile.
     fn sync_until_settled(&self, name: &str) {
-        let (syncing, ended) = &*self.syncing;
+        let (syncing, changed) = &*self.syncing;
         loop {
             if !self.closed.load(Ordering::SeqCst) {
                 self.sync(name);
             }
             let mut syncing = crate::lock(syncing);
             match syncing.get_mut(name) {
-                Some(again) if *again && !self.closed.load(Ordering::SeqCst) => *again = false,
+                Some(under) if under.again && !self.closed.load(Ordering::SeqCst) => {
+                    *under = Under::default();
+                }
                 _ => {
                     syncing.remove(name);
-                    ended.notify_all();
+                    changed.notify_all();
                     return;
                 }
             }
         }
     }
 
-    /// Waits until none of `names` is being synced.
-    pub(super) fn wait_for(&self, names: &BTreeSet<String>) {
-        let (syncing, ended) = &*self.syncing;
-        let mut syncing = crate::lock(syncing);
-        while names.iter().any(|name| syncing.contains_key(name)) {
-            syncing = ended.wait(syncing).unwrap_or_else(PoisonError::into_inner);
+    /// Waits until none of `names` is being synced; see [`wait_for`].
+    pub(super) fn wait_for(&self, names: &BTreeSet<String>, grace: Option<Duration>) {
+        wait_for(&self.syncing, names, grace);
+    }
+
+    /// Records that `name`'s sync has reached the guest's code.
+    fn entering_guest(&self, name: &str) {
+        let (syncing, changed) = &*self.syncing;
+        if let Some(under) = crate::lock(syncing).get_mut(name) {
+            under.in_guest.get_or_insert_with(Instant::now);
         }
+        changed.notify_all();
     }
 
     /// Asks for a sync of every name that has a file in the directory or was loaded
-    /// from it; returns the names whose sync it started.
+    /// from it; returns every such name, whether it started its sync or one was already
+    /// under way (that one then syncs once more after it).
     pub(super) fn sync_dir(&self) -> BTreeSet<String> {
         let dir = &self.dir;
         let mut names: BTreeSet<String> = match std::fs::read_dir(dir) {
@@ -154,7 +175,9 @@ impl Spot {
                 })
                 .map(|s| s.name),
         );
-        names.retain(|name| self.request(name));
+        for name in &names {
+            self.request(name);
+        }
         names
     }
 
@@ -185,7 +208,9 @@ impl Spot {
             Ok(Look::Changing) => false,
             Ok(Look::Ready(bytes, sidecar)) => {
                 // Errors are recorded and sent as events by the registry.
-                let _ = self.registry.install_from(name, &bytes, *sidecar, Some(wasm));
+                let _ = self
+                    .registry
+                    .install_from(name, &bytes, *sidecar, Some(wasm), &|| self.entering_guest(name));
                 true
             }
             Err(error) => {
@@ -278,10 +303,102 @@ impl Spot {
     }
 }
 
+/// Waits until none of `names` is being synced — except that with a `grace`, a sync
+/// that has been running the guest's code for that long is not waited for: a start
+/// function that sleeps until its deadline holds up its own load, not the caller.
+fn wait_for(syncing: &Syncing, names: &BTreeSet<String>, grace: Option<Duration>) {
+    let (syncing, changed) = syncing;
+    let mut syncing = crate::lock(syncing);
+    loop {
+        let now = Instant::now();
+        let mut waiting = false;
+        // The soonest a sync in the guest's code stops being waited for.
+        let mut until: Option<Instant> = None;
+        for under in names.iter().filter_map(|name| syncing.get(name)) {
+            match (under.in_guest, grace) {
+                (Some(since), Some(grace)) => {
+                    let end = since + grace;
+                    if end > now {
+                        waiting = true;
+                        until = Some(until.map_or(end, |until| until.min(end)));
+                    }
+                }
+                _ => waiting = true,
+            }
+        }
+        if !waiting {
+            return;
+        }
+        syncing = match until {
+            Some(until) => {
+                changed
+                    .wait_timeout(syncing, until - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            }
+            None => changed.wait(syncing).unwrap_or_else(PoisonError::into_inner),
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::plugin_name;
+    use super::{Syncing, Under, plugin_name, wait_for};
+    use std::collections::{BTreeSet, HashMap};
     use std::path::Path;
+    use std::sync::{Condvar, Mutex};
+    use std::time::{Duration, Instant};
+
+    fn one_sync(in_guest: Option<Instant>) -> (Syncing, BTreeSet<String>) {
+        let under = Under {
+            again: false,
+            in_guest,
+        };
+        let map = HashMap::from([("slow".to_owned(), under)]);
+        (
+            (Mutex::new(map), Condvar::new()),
+            BTreeSet::from(["slow".to_owned()]),
+        )
+    }
+
+    #[test]
+    fn a_sync_in_the_guests_code_is_waited_for_until_the_grace_and_no_longer() {
+        let grace = Duration::from_millis(300);
+        let (syncing, names) = one_sync(Some(Instant::now()));
+        let started = Instant::now();
+        wait_for(&syncing, &names, Some(grace));
+        let took = started.elapsed();
+        assert!(took >= grace && took < grace * 10, "{took:?}");
+
+        let long_ago = Instant::now().checked_sub(grace * 2).unwrap();
+        let (syncing, names) = one_sync(Some(long_ago));
+        let started = Instant::now();
+        wait_for(&syncing, &names, Some(grace));
+        assert!(started.elapsed() < grace, "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_sync_outside_the_guests_code_is_waited_for_until_it_ends() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (syncing, names) = one_sync(None);
+        let syncing = Arc::new(syncing);
+        let ended = Arc::new(AtomicBool::new(false));
+        let sync = {
+            let (syncing, ended) = (syncing.clone(), ended.clone());
+            std::thread::spawn(move || {
+                // Compiling, say: the host's part, which a grace does not cut short.
+                std::thread::sleep(Duration::from_millis(100));
+                let mut map = syncing.0.lock().unwrap();
+                ended.store(true, Ordering::SeqCst);
+                map.clear();
+                syncing.1.notify_all();
+            })
+        };
+        wait_for(&syncing, &names, Some(Duration::ZERO));
+        assert!(ended.load(Ordering::SeqCst), "returned before the sync ended");
+        sync.join().unwrap();
+    }
 
     #[test]
     fn only_plugin_files_of_the_directory_count() {
