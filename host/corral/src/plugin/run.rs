@@ -128,10 +128,13 @@ impl Plugin {
                     ProcessBatch::Flat(process) => process.call(store, batch),
                     ProcessBatch::Lists(process) => process.call(store, lists),
                 };
-                failures.map(|(failures,)| match failures.is_empty() {
-                    // Most calls: nothing failed, and there is nothing to convert.
-                    true => Vec::new(),
-                    false => failures.into_iter().map(|f| (f.index, f.failure)).collect(),
+                failures.map(|(failures,)| {
+                    if failures.is_empty() {
+                        // Most calls: nothing failed, and there is nothing to convert.
+                        Vec::new()
+                    } else {
+                        failures.into_iter().map(|f| (f.index, f.failure)).collect()
+                    }
                 })
             }
             (Entry::Records(records), Entries::Decoder { decode, .. }) => {
