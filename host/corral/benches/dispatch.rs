@@ -8,7 +8,7 @@
 //!   on instead, then both (bm), to price each; (b-batch1) and (b-batch64) the `bench-batch` guest's
 //!   `process-batch` the same way, and (b-export) the `custom-export` guest's `add`:
 //!   the same exports Corral's rows call, with nothing of Corral's around them, and
-//!   (bm-batch1), (bm-batch64) metered as Corral meters (fuel and epochs, armed per
+//!   (bm-batch1), (bm-batch64), (bm-export) metered as Corral meters (fuel and epochs, armed per
 //!   call), which leaves Corral's own code as the difference;
 //! - (c) Corral: the same guest through [`corral::Plugin::process_message`], every limit,
 //!   the stats and the output cap on; then the same filter for the `batch-filter` world
@@ -546,19 +546,37 @@ impl Way for BareBatch {
 }
 
 /// (b-export) Bare wasmtime calling the `custom-export` guest's `add` by its typed
-/// function, and (c-export) the same through [`corral::Plugin::call_export`]: the
-/// embedder's by-name call, priced against the plainest call of the same export.
+/// function, (bm-export) the same metered as Corral meters, and (c-export) the same
+/// through [`corral::Plugin::call_export`]: the embedder's by-name call, priced against
+/// the plainest call of the same export.
 struct BareAdd {
+    label: &'static str,
+    interrupt: Interrupt,
     store: Store<BareState>,
     add: wasmtime::component::TypedFunc<(i32, i32), (i32,)>,
 }
 
+impl BareAdd {
+    fn new(label: &'static str, interrupt: Interrupt, wasm: &[u8], messages: Arc<Vec<Message>>) -> BareAdd {
+        let (mut store, component, linker) = bare_store(interrupt, wasm, messages);
+        let instance = linker.instantiate(&mut store, &component).unwrap();
+        let add = instance.get_typed_func(&mut store, "add").unwrap();
+        BareAdd {
+            label,
+            interrupt,
+            store,
+            add,
+        }
+    }
+}
+
 impl Way for BareAdd {
     fn name(&self) -> &'static str {
-        "(b-export) bare, add(a, b)"
+        self.label
     }
 
     fn process(&mut self, index: usize) {
+        self.interrupt.arm(&mut self.store);
         let (sum,) = self.add.call(&mut self.store, (index as i32, 1)).unwrap();
         assert_eq!(sum, index as i32 + 1);
     }
@@ -1034,12 +1052,15 @@ fn main() {
             BareBatch::new(label, interrupt, size, &batch_wasm, messages.clone())
         );
     }
-    way!("(b-export)", {
-        let (mut store, component, linker) = bare_store(Interrupt::None, &custom_wasm, messages.clone());
-        let instance = linker.instantiate(&mut store, &component).unwrap();
-        let add = instance.get_typed_func(&mut store, "add").unwrap();
-        BareAdd { store, add }
-    });
+    for (label, interrupt) in [
+        ("(b-export) bare, add(a, b)", Interrupt::None),
+        ("(bm-export) bare+fuel+epochs, add", Interrupt::Both),
+    ] {
+        way!(
+            label,
+            BareAdd::new(label, interrupt, &custom_wasm, messages.clone())
+        );
+    }
     way!("(c-export)", CorralAdd(corral("", &custom_wasm)));
     way!(
         "(d) Lua, Heka-style",
@@ -1139,11 +1160,13 @@ fn main() {
     // epochs on, armed per call): what Corral's own code adds. Reported beside the
     // goals, not as them: the goals are against the unmetered call, the faster.
     let (bm, bm1, bm64) = (by("(bm) "), by("(bm-batch1)"), by("(bm-batch64)"));
+    let bm_export = by("(bm-export)");
     println!(
-        "over a bare call with the same metering (fuel and epochs): c/bm {:.2}, c1/bm-batch1 {:.2}, c64/bm-batch64 {:.2}",
+        "over a bare call with the same metering (fuel and epochs): c/bm {:.2}, c1/bm-batch1 {:.2}, c64/bm-batch64 {:.2}, c-export/bm-export {:.2}",
         c / bm,
         c1 / bm1,
-        c64 / bm64
+        c64 / bm64,
+        c_export / bm_export
     );
     println!(
         "against Heka-style Lua: c/d {:.2}, c1/d {:.2}, c64/d {:.2}",
