@@ -248,9 +248,22 @@ fn batch_violation(plugin: &Plugin, messages: &[Message]) -> Violation {
     }
 }
 
+/// The two ways a batch plugin tells its failures: reported through `failures.report`
+/// (`batch-liar`, built today) and returned (`batch-liar-returning`, built as before
+/// `failures`). Both are held to the same rules.
+const LIARS: [(&str, &str); 2] = [
+    ("batch-liar", guests::BATCH_LIAR),
+    ("batch-liar-returning", guests::BATCH_LIAR_RETURNING),
+];
+
 #[test]
 fn batch_failures_must_fit_the_batch() {
-    let liar = load("batch-liar", guests::BATCH_LIAR);
+    for (name, wasm) in LIARS {
+        failures_must_fit_the_batch(&load(name, wasm));
+    }
+}
+
+fn failures_must_fit_the_batch(liar: &Plugin) {
     let cases: [(&str, usize, Violation); 5] = [
         (
             "out-of-range",
@@ -293,48 +306,83 @@ fn batch_failures_must_fit_the_batch() {
             },
         ),
     ];
+    let plugin = liar.name();
     for (what, n, expected) in cases {
         let before = liar.stats();
-        assert_eq!(batch_violation(&liar, &batch(what, n)), expected, "{what}");
+        assert_eq!(
+            batch_violation(liar, &batch(what, n)),
+            expected,
+            "{plugin}: {what}"
+        );
         let after = liar.stats();
         // The batch failed as a whole, counted once per message, not once per lie.
         assert_eq!(
             after.process_message.failures - before.process_message.failures,
             n as u64,
-            "{what}"
+            "{plugin}: {what}"
         );
         assert_eq!(
             liar.state(),
             PluginState::Running,
-            "{what}: one bad call does not terminate"
+            "{plugin}: {what}: one bad call does not terminate"
         );
         let outcome = liar.process_messages(&batch("fine", 2)).unwrap();
         assert!(outcome.failed.is_empty());
         assert_eq!(
             liar.stats().instances,
             after.instances + 1,
-            "{what}: a fresh instance"
+            "{plugin}: {what}: a fresh instance"
         );
     }
 }
 
 #[test]
+fn a_failure_reported_outside_a_batch_is_a_violation() {
+    // `batch-liar`'s timer reports a failure of message 0 when no batch is in progress.
+    let liar = load("batch-liar-timer", guests::BATCH_LIAR);
+    let started = Instant::now();
+    match liar.timer_event(1) {
+        Err(CallError::Violation { violation, .. }) => assert_eq!(violation, Violation::ReportOutsideBatch),
+        other => panic!("expected a contract violation, got {other:?}"),
+    }
+    assert!(started.elapsed() < BOUND);
+    let before = liar.stats().instances;
+    let outcome = liar.process_messages(&batch("fine", 2)).unwrap();
+    assert!(outcome.failed.is_empty());
+    assert_eq!(liar.stats().instances, before + 1, "a fresh instance");
+    assert_eq!(liar.state(), PluginState::Running);
+}
+
+#[test]
 fn batch_failure_reasons_count_against_the_cap_and_are_escaped() {
-    let liar = load("batch-liar-reasons", guests::BATCH_LIAR);
+    for (name, wasm) in LIARS {
+        reasons_count_against_the_cap_and_are_escaped(&load(&format!("{name}-reasons"), wasm));
+    }
+}
+
+fn reasons_count_against_the_cap_and_are_escaped(liar: &Plugin) {
+    let plugin = liar.name();
     let mut huge = batch("huge", 4);
     huge[0] = huge[0].clone().with_field("bytes", Value::Int(100 << 10));
     let started = Instant::now();
     match liar.process_messages(&huge) {
-        Err(CallError::Limit { limit, .. }) => assert_eq!(limit, Limit::Output),
-        other => panic!("expected the output limit, got {other:?}"),
+        Err(CallError::Limit { limit, .. }) => assert_eq!(limit, Limit::Output, "{plugin}"),
+        other => panic!("{plugin}: expected the output limit, got {other:?}"),
     }
     assert!(started.elapsed() < BOUND);
     let mut forged = batch("escapes", 2);
     forged[1].payload = "two\nINFO victim: forged".into();
     let outcome = liar.process_messages(&forged).unwrap();
     let reasons: Vec<String> = outcome.failed.iter().map(|(_, e)| e.to_string()).collect();
-    assert_eq!(outcome.failed.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1]);
-    assert!(reasons[1].ends_with("two\\nINFO victim: forged"), "{reasons:?}");
+    assert_eq!(
+        outcome.failed.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        [0, 1],
+        "{plugin}"
+    );
+    assert!(
+        reasons[1].ends_with("two\\nINFO victim: forged"),
+        "{plugin}: {reasons:?}"
+    );
 }
 
 #[test]

@@ -239,8 +239,7 @@ fn an_entry_point_of_the_wrong_type_is_named_with_both_types() {
             Mismatch::ExportType {
                 name: "process-batch".into(),
                 reason:
-                    "the world's is `func(batch: message-batch) -> list<batch-failure>`, the plugin's is \
-                         `func(count: u32) -> u64`"
+                    "the world's is `func(batch: message-batch)`, the plugin's is `func(count: u32) -> u64`"
                         .into(),
             },
             Mismatch::ExportType {

@@ -1,5 +1,6 @@
-//! Hostile plugin for the batch path: `process-batch` returns failures that do not fit
-//! the batch, chosen by the type of the batch's first message:
+//! Hostile plugin for the batch path: `process-batch` reports failures through
+//! `failures.report` that do not fit the batch, chosen by the type of the batch's first
+//! message:
 //!
 //! - `out-of-range`: one failure, of the index one past the last message;
 //! - `duplicate`: two failures of message 0;
@@ -10,48 +11,32 @@
 //! - `escapes`: a failure of every message, with the message's payload as the reason;
 //! - anything else: none.
 //!
-//! timer-event answers at once.
+//! `timer-event` reports a failure of message 0, outside any `process-batch`.
+//! `batch-liar-returning` tells the same lies as a plugin built before `failures`
+//! did, returning them.
 
-use corral_guest::{Batch, BatchFailure, BatchGuest, Failure, MessageBatch};
+mod lies;
+
+use corral_guest::{Batch, BatchGuest, Failure, MessageBatch};
 
 struct BatchLiar;
 
-fn failure(index: u32, reason: String) -> BatchFailure {
-    BatchFailure {
-        index,
-        failure: Failure::NonFatal(reason),
-    }
-}
-
 impl BatchGuest for BatchLiar {
-    fn process_batch(batch: MessageBatch) -> Vec<BatchFailure> {
+    fn process_batch(batch: MessageBatch) {
         let batch = Batch::new(batch);
         let messages: Vec<_> = batch.messages().collect();
-        let n = messages.len() as u32;
         let Some(first) = messages.first() else {
-            return Vec::new();
+            return;
         };
-        match first.type_() {
-            "out-of-range" => vec![failure(n, "past the end".into())],
-            "duplicate" => vec![failure(0, "once".into()), failure(0, "twice".into())],
-            "unsorted" => vec![failure(n - 1, "last".into()), failure(0, "first".into())],
-            "too-many" => (0..n)
-                .flat_map(|i| (0..10).map(move |k| failure(i, format!("failure {k}"))))
-                .collect(),
-            "huge" => {
-                let bytes = first.field("bytes").and_then(|v| v.as_i64()).unwrap_or(0) as usize;
-                (0..n).map(|i| failure(i, "x".repeat(bytes))).collect()
-            }
-            "escapes" => messages
-                .iter()
-                .enumerate()
-                .map(|(i, m)| failure(i as u32, m.payload().to_owned()))
-                .collect(),
-            _ => Vec::new(),
+        let bytes = first.field("bytes").and_then(|v| v.as_i64()).unwrap_or(0) as usize;
+        let payload = |i: u32| messages[i as usize].payload().to_owned();
+        for (index, reason) in lies::lies(messages.len() as u32, first.type_(), bytes, payload) {
+            corral_guest::report(index, &Failure::NonFatal(reason));
         }
     }
 
     fn timer_event(_now_ns: i64) -> Result<(), Failure> {
+        corral_guest::report(0, &Failure::NonFatal("no batch is being processed".into()));
         Ok(())
     }
 }

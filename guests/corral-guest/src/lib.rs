@@ -92,6 +92,7 @@ pub use decoder_bindings::Guest as DecoderGuest;
 pub use decoder_bindings::export_decoder;
 
 pub use batch_bindings::Guest as BatchGuest;
+pub use batch_bindings::corral::plugin::failures::report;
 pub use batch_bindings::export_plugin;
 pub use bindings::corral::plugin::log::Level;
 pub use bindings::corral::plugin::types::{
@@ -116,23 +117,18 @@ pub trait Plugin {
 }
 
 impl<T: Plugin> BatchGuest for T {
-    fn process_batch(batch: MessageBatch) -> Vec<BatchFailure> {
+    fn process_batch(batch: MessageBatch) {
         let batch = Batch::new(batch);
-        let mut failures = Vec::new();
         for (index, message) in batch.messages().enumerate() {
             if let Err(failure) = T::process_message(&message) {
                 let fatal = matches!(failure, Failure::Fatal(_));
-                failures.push(BatchFailure {
-                    // A canonical-ABI list has at most `u32::MAX` elements.
-                    index: index as u32,
-                    failure,
-                });
+                // A canonical-ABI list has at most `u32::MAX` elements.
+                report(index as u32, &failure);
                 if fatal {
                     break;
                 }
             }
         }
-        failures
     }
 
     fn timer_event(now_ns: i64) -> Result<(), Failure> {

@@ -35,12 +35,18 @@ const INT: u64 = 2;
 const FLOAT: u64 = 3;
 const BOOL: u64 = 4;
 
-/// How a plugin's `process-batch` takes its messages, told by its parameter's type.
+/// How a plugin's `process-batch` takes its messages and gives back its failures, told
+/// by its type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Layout {
-    /// One `message-batch` (`list<u8>`): what the SDK builds today.
+    /// One `message-batch` (`list<u8>`), the failures reported through
+    /// `failures.report`: what the SDK builds today.
     Flat,
-    /// The `batch` record's three lists: plugins built before the `message-batch`.
+    /// One `message-batch`, the failures returned as a `list<batch-failure>`: plugins
+    /// built before `failures`.
+    FlatReturning,
+    /// The `batch` record's three lists, the failures returned: plugins built before
+    /// the `message-batch`.
     Lists,
 }
 

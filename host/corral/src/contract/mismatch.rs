@@ -124,7 +124,7 @@ impl fmt::Display for Bulleted<'_> {
 pub(crate) fn expected_type(entry: &str) -> &'static str {
     match entry {
         PROCESS_MESSAGE => "func(message: borrow<message>) -> result<_, failure>",
-        PROCESS_BATCH => "func(batch: message-batch) -> list<batch-failure>",
+        PROCESS_BATCH => "func(batch: message-batch)",
         DECODE => "func(records: raw-batch) -> decoded",
         _ => "func(now-ns: s64) -> result<_, failure>",
     }
@@ -140,7 +140,9 @@ pub(crate) fn fits(entry: &str, func: &wasmtime::component::types::ComponentFunc
     let failure_result = |ty: &Type| matches!(ty, Type::Result(r) if r.ok().is_none() && matches!(r.err(), Some(Type::Variant(_))));
     match (entry, &params[..], &results[..]) {
         (PROCESS_MESSAGE, [Type::Borrow(_)], [result]) => failure_result(result),
-        // A `message-batch` (`list<u8>`), or the `batch` record of plugins built before it.
+        // A `message-batch` (`list<u8>`), its failures reported through `failures`; or,
+        // as plugins were built before, returned, and in the `batch` record before that.
+        (PROCESS_BATCH, [Type::List(batch)], []) => batch.ty() == Type::U8,
         (PROCESS_BATCH, [Type::List(batch)], [Type::List(list)]) => {
             batch.ty() == Type::U8 && matches!(list.ty(), Type::Record(_))
         }

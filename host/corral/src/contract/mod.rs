@@ -20,6 +20,23 @@ pub(crate) mod bindings {
     });
 }
 
+/// The one interface of the `batch-filter` world the `filter` world lacks,
+/// `corral:plugin/failures`; every type is [`bindings`]'.
+pub(crate) mod batch_bindings {
+    wasmtime::component::bindgen!({
+        world: "batch-filter",
+        path: "../../wit",
+        imports: { default: trappable },
+        with: {
+            "corral:plugin/types": super::bindings::corral::plugin::types,
+            "corral:plugin/log": super::bindings::corral::plugin::log,
+            "corral:plugin/config": super::bindings::corral::plugin::config,
+            "corral:plugin/store": super::bindings::corral::plugin::store,
+            "corral:plugin/emit": super::bindings::corral::plugin::emit,
+        },
+    });
+}
+
 pub(crate) use bindings::{Filter, FilterIndices};
 
 /// The version of `corral:plugin` this host provides.
@@ -35,7 +52,7 @@ pub(crate) const PROCESS_BATCH: &str = "process-batch";
 pub(crate) const DECODE: &str = "decode";
 /// The entry point every world has.
 pub(crate) const TIMER_EVENT: &str = "timer-event";
-pub(crate) const CORRAL_INTERFACES: [&str; 5] = ["types", "log", "config", "store", "emit"];
+pub(crate) const CORRAL_INTERFACES: [&str; 6] = ["types", "log", "config", "store", "emit", "failures"];
 pub(crate) const WASI_PACKAGES: [&str; 6] = ["io", "clocks", "random", "cli", "filesystem", "sockets"];
 
 /// The optional `corral:plugin/state` export.

@@ -294,6 +294,10 @@ fn linker(engine: &Engine, host_functions: &HostFunctions) -> wasmtime::Result<L
     // WASI 0.2, with every function that can block bounded by the call's deadline.
     crate::sandbox::wasi::add_wasi_to_linker(&mut linker)?;
     Filter::add_to_linker::<_, HasSelf<SandboxState>>(&mut linker, |s| s)?;
+    crate::contract::batch_bindings::corral::plugin::failures::add_to_linker::<_, HasSelf<SandboxState>>(
+        &mut linker,
+        |s| s,
+    )?;
     host_functions.add_to(&mut linker)?;
     Ok(linker)
 }

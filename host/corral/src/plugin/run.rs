@@ -6,7 +6,7 @@ use wasmtime::component::Resource;
 
 use super::fault::{Fault, check_failures, classify, failure_text, panic_message};
 use super::{CallError, CallOutcome, Cell, Done, Entry, Facts, Instance, Plugin};
-use crate::contract::bindings::corral::plugin::types::Failure;
+use crate::contract::bindings::corral::plugin::types::{BatchFailure, Failure};
 use crate::sandbox::output::{escape, escaped_len};
 use crate::sandbox::{Entries, Limit, ProcessBatch, Sandbox, cause, hostcall_fuel, lend};
 
@@ -84,6 +84,8 @@ impl Plugin {
             data.violation = None;
             data.limiter.refused = None;
         }
+        // Whether the failures' reasons were charged to the output during the call.
+        let mut charged = false;
         // Every entry point's answer as the failures it reports, by message.
         let single = |r: wasmtime::Result<Result<(), Failure>>| {
             r.map(|r| r.err().map(|f| (0, f)).into_iter().collect())
@@ -113,7 +115,7 @@ impl Plugin {
                 // The guest's copy of the last batch is gone when its call returned; ours
                 // is refilled in place and lent to the call.
                 let laid_out = match process {
-                    ProcessBatch::Flat(_) => messages.lay_out(batch),
+                    ProcessBatch::Flat(_) | ProcessBatch::FlatReturning(_) => messages.lay_out(batch),
                     ProcessBatch::Lists(_) => messages.lay_out_lists(lists),
                 };
                 if laid_out.is_err() {
@@ -124,18 +126,32 @@ impl Plugin {
                     ));
                     return (Err(error), facts);
                 }
-                let failures = match process {
-                    ProcessBatch::Flat(process) => process.call(store, batch),
-                    ProcessBatch::Lists(process) => process.call(store, lists),
-                };
-                failures.map(|(failures,)| {
+                let returned = |failures: Vec<BatchFailure>| {
                     if failures.is_empty() {
                         // Most calls: nothing failed, and there is nothing to convert.
                         Vec::new()
                     } else {
                         failures.into_iter().map(|f| (f.index, f.failure)).collect()
                     }
-                })
+                };
+                match process {
+                    ProcessBatch::Flat(process) => {
+                        store.data_mut().reports.batch = Some(scale);
+                        let called = process.call(store, batch);
+                        let reports = &mut store.data_mut().reports;
+                        reports.batch = None;
+                        // `report` charged their reasons to the output as they came.
+                        charged = true;
+                        let failures = std::mem::take(&mut reports.failures);
+                        called.map(|()| failures)
+                    }
+                    ProcessBatch::FlatReturning(process) => {
+                        process.call(store, batch).map(|(failures,)| returned(failures))
+                    }
+                    ProcessBatch::Lists(process) => {
+                        process.call(store, lists).map(|(failures,)| returned(failures))
+                    }
+                }
             }
             (Entry::Records(records), Entries::Decoder { decode, .. }) => {
                 if crate::contract::raw::fill(raw, records).is_err() {
@@ -239,12 +255,13 @@ impl Plugin {
                 })
             }
             Ok(Ok(failures))
-                if output.used.saturating_add(
-                    failures
-                        .iter()
-                        .map(|(_, f)| escaped_len(failure_text(f)) as u64)
-                        .sum::<u64>(),
-                ) > limits.output_bytes.saturating_mul(n) =>
+                if !charged
+                    && output.used.saturating_add(
+                        failures
+                            .iter()
+                            .map(|(_, f)| escaped_len(failure_text(f)) as u64)
+                            .sum::<u64>(),
+                    ) > limits.output_bytes.saturating_mul(n) =>
             {
                 *sandbox = None;
                 facts.memory = 0;

@@ -103,8 +103,10 @@ where
 /// `batch-filter`'s entry point, by the layout it takes.
 #[derive(Clone, Copy)]
 pub(crate) enum ProcessBatch {
-    /// A `message-batch`, one list.
-    Flat(Lent<[u8], (Vec<BatchFailure>,)>),
+    /// A `message-batch`, one list; the failures come through `failures.report`.
+    Flat(Lent<[u8], ()>),
+    /// A `message-batch`, the failures returned (plugins built before `failures`).
+    FlatReturning(Lent<[u8], (Vec<BatchFailure>,)>),
     /// The `batch` record of plugins built before the `message-batch`.
     Lists(Lent<Batch, (Vec<BatchFailure>,)>),
 }
@@ -196,8 +198,9 @@ impl Exports {
 }
 
 /// The layout `pre`'s `process-batch` takes: the `batch` record of plugins built before
-/// the `message-batch`, or the `message-batch` (what the world says; a wrong type is
-/// told apart when the typed function is looked up, and was refused at load).
+/// the `message-batch`; the `message-batch` with its failures returned, as plugins were
+/// built before `failures`; or what the world says today (a wrong type is told apart
+/// when the typed function is looked up, and was refused at load).
 fn batch_layout(pre: &InstancePre<SandboxState>) -> Layout {
     use wasmtime::component::types::{ComponentItem, Type};
     let component = pre.component();
@@ -211,6 +214,7 @@ fn batch_layout(pre: &InstancePre<SandboxState>) -> Layout {
         {
             Layout::Lists
         }
+        Some(ComponentItem::ComponentFunc(func)) if func.results().len() > 0 => Layout::FlatReturning,
         _ => Layout::Flat,
     }
 }

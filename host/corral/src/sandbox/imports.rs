@@ -9,11 +9,12 @@
 
 use wasmtime::component::Resource;
 
+use crate::contract::batch_bindings::corral::plugin::failures;
 use crate::contract::bindings::corral::plugin::{config, emit, log, store, types};
 use crate::contract::message::{Field, GUEST_LOGGER_FIELD, Message, Value, now_ns};
 use crate::sandbox::SandboxState;
 use crate::sandbox::Violation;
-use crate::sandbox::output::LogLevel;
+use crate::sandbox::output::{LogLevel, escaped_len};
 use crate::sandbox::store::StoreError;
 
 fn limit_trap(what: &str) -> wasmtime::Error {
@@ -177,6 +178,33 @@ impl emit::Host for SandboxState {
             return Err(limit_trap("output"));
         }
         self.emitted.push(message);
+        Ok(())
+    }
+}
+
+impl failures::Host for SandboxState {
+    fn report(&mut self, index: u32, failure: types::Failure) -> wasmtime::Result<()> {
+        let refuse = |state: &mut SandboxState, violation: Violation| {
+            let error = wasmtime::format_err!("{violation}");
+            state.violation = Some(violation);
+            Err(error)
+        };
+        let Some(messages) = self.reports.batch else {
+            return refuse(self, Violation::ReportOutsideBatch);
+        };
+        if index >= messages {
+            let messages = messages as usize;
+            return refuse(self, Violation::FailureOutOfRange { index, messages });
+        }
+        if let Some(&(previous, _)) = self.reports.failures.last().filter(|(p, _)| index <= *p) {
+            return refuse(self, Violation::FailureOrder { index, previous });
+        }
+        // The reason is guest text the host writes: it counts as a log line would.
+        let (types::Failure::NonFatal(reason) | types::Failure::Fatal(reason)) = &failure;
+        if !self.output.charge(escaped_len(reason) as u64) {
+            return Err(limit_trap("output"));
+        }
+        self.reports.failures.push((index, failure));
         Ok(())
     }
 }

@@ -187,6 +187,7 @@ impl SandboxSpec {
             message: Current::default(),
             deadline: Deadline::new(self.ticks.clone(), self.epoch_tick),
             embedder: self.host_functions.data(&self.plugin, &self.config),
+            reports: Default::default(),
             found: Vec::new(),
         };
         let mut store = Store::new(code.pre.component().engine(), state);
@@ -219,6 +220,9 @@ impl SandboxSpec {
             } => Entries::Batch {
                 process: match layout {
                     Layout::Flat => ProcessBatch::Flat(Lent::get(&instance, &mut store, process)?),
+                    Layout::FlatReturning => {
+                        ProcessBatch::FlatReturning(Lent::get(&instance, &mut store, process)?)
+                    }
                     Layout::Lists => ProcessBatch::Lists(Lent::get(&instance, &mut store, process)?),
                 },
                 timer: instance.get_typed_func(&mut store, timer)?,

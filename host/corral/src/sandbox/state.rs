@@ -13,6 +13,7 @@ use super::deadline::Deadline;
 use super::output::Output;
 use super::store::KvStore;
 use super::{Limits, Violation};
+use crate::contract::bindings::corral::plugin::types::Failure;
 use crate::contract::message::Message;
 
 /// Bytes counted for one table element against the memory cap.
@@ -46,6 +47,8 @@ pub struct SandboxState {
     pub(crate) embedder: Vec<Box<dyn std::any::Any + Send>>,
     /// When the call in progress must end, for the WASI calls that can block.
     pub(crate) deadline: Deadline,
+    /// The failures the `process-batch` call in progress reported.
+    pub(crate) reports: Reports,
     /// The exports called by name in this instance, each found and type-checked once:
     /// its name, the call's types and its function (see the `export` module).
     pub(crate) found: Vec<(Box<str>, std::any::TypeId, Box<dyn std::any::Any + Send>)>,
@@ -65,6 +68,18 @@ impl WasiView for SandboxState {
             table: &mut self.table,
         }
     }
+}
+
+/// What a `process-batch` call reports through `failures.report`: accepted only during
+/// the call, each within the batch and after the one before (so there are never more
+/// than the batch's messages).
+#[derive(Debug, Default)]
+pub(crate) struct Reports {
+    /// The number of messages in the batch being processed; `None` outside
+    /// `process-batch`.
+    pub batch: Option<u32>,
+    /// The failures reported so far, by increasing index.
+    pub failures: Vec<(u32, Failure)>,
 }
 
 /// Enforces [`Limits::memory_bytes`] over all of an instance's memories and tables, and

@@ -66,6 +66,9 @@ pub enum Violation {
         /// The index reported before it.
         previous: u32,
     },
+    /// It called `failures.report` outside `process-batch`.
+    #[error("it reported a batch failure outside `process-batch`")]
+    ReportOutsideBatch,
     /// It handed the host a value the canonical ABI does not allow: a pointer or length
     /// outside its memory, a misaligned pointer, a bad `cabi_realloc` result, invalid
     /// UTF-8, an unknown variant case, a handle it does not own.
