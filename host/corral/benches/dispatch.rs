@@ -183,7 +183,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 struct BareState {
     wasi: WasiCtx,
     table: ResourceTable,
-    messages: Arc<Vec<Message>>,
+    /// The message of the call in progress, in the working set (`MESSAGE_SET`).
     current: usize,
     last: Option<types::OutMessage>,
     /// What a batch reported through `failures.report`.
@@ -209,41 +209,55 @@ fn to_value(v: &Value) -> types::Value {
     }
 }
 
-impl types::Host for BareState {}
-
-impl types::HostMessage for BareState {
-    fn timestamp(&mut self, _: Resource<types::Message>) -> i64 {
-        self.messages[self.current].timestamp
+/// The `message` resource, defined by hand as Corral defines it (`add_message_to_linker`
+/// in `sandbox/imports.rs`), so that this baseline copies no string on the host either:
+/// the strings are lowered from the working set, `field`'s name read in the guest.
+fn add_bare_message(linker: &mut Linker<BareState>) -> wasmtime::Result<()> {
+    type Cx<'a> = wasmtime::StoreContextMut<'a, BareState>;
+    type Handle = (Resource<types::Message>,);
+    fn current(cx: &Cx<'_>) -> &'static Message {
+        &MESSAGE_SET.get().expect("made in main")[cx.data().current]
     }
-    fn type_(&mut self, _: Resource<types::Message>) -> String {
-        self.messages[self.current].type_.clone()
-    }
-    fn logger(&mut self, _: Resource<types::Message>) -> String {
-        self.messages[self.current].logger.clone()
-    }
-    fn severity(&mut self, _: Resource<types::Message>) -> i32 {
-        self.messages[self.current].severity
-    }
-    fn payload(&mut self, _: Resource<types::Message>) -> String {
-        self.messages[self.current].payload.clone()
-    }
-    fn field(&mut self, _: Resource<types::Message>, name: String) -> Option<types::Value> {
-        self.messages[self.current].field(&name).map(to_value)
-    }
-    fn fields(&mut self, _: Resource<types::Message>) -> Vec<types::Field> {
-        let message = &self.messages[self.current];
-        message
+    let mut types = linker.instance("corral:plugin/types@0.1.0")?;
+    types.resource(
+        "message",
+        wasmtime::component::ResourceType::host::<types::Message>(),
+        |_, _| Ok(()),
+    )?;
+    types.func_wrap("[method]message.timestamp", |cx: Cx<'_>, _: Handle| {
+        Ok((current(&cx).timestamp,))
+    })?;
+    types.func_wrap("[method]message.type", |cx: Cx<'_>, _: Handle| {
+        Ok((current(&cx).type_.as_str(),))
+    })?;
+    types.func_wrap("[method]message.logger", |cx: Cx<'_>, _: Handle| {
+        Ok((current(&cx).logger.as_str(),))
+    })?;
+    types.func_wrap("[method]message.severity", |cx: Cx<'_>, _: Handle| {
+        Ok((current(&cx).severity,))
+    })?;
+    types.func_wrap("[method]message.payload", |cx: Cx<'_>, _: Handle| {
+        Ok((current(&cx).payload.as_str(),))
+    })?;
+    types.func_wrap(
+        "[method]message.field",
+        |cx: Cx<'_>, (_, name): (Resource<types::Message>, wasmtime::component::WasmStr)| {
+            let name = name.to_str(&cx)?;
+            Ok((current(&cx).field(&name).map(to_value),))
+        },
+    )?;
+    types.func_wrap("[method]message.fields", |cx: Cx<'_>, _: Handle| {
+        let fields: Vec<types::Field> = current(&cx)
             .fields
             .iter()
             .map(|f| types::Field {
                 name: f.name.clone(),
                 value: to_value(&f.value),
             })
-            .collect()
-    }
-    fn drop(&mut self, _: Resource<types::Message>) -> wasmtime::Result<()> {
-        Ok(())
-    }
+            .collect();
+        Ok((fields,))
+    })?;
+    Ok(())
 }
 
 impl log::Host for BareState {
@@ -346,11 +360,7 @@ struct Bare {
 
 /// The plainest host for `wasm`: its engine (component-model concurrency off, as in
 /// Corral), a linker with WASI and Corral's imports, and a store.
-fn bare_store(
-    interrupt: Interrupt,
-    wasm: &[u8],
-    messages: Arc<Vec<Message>>,
-) -> (Store<BareState>, Component, Linker<BareState>) {
+fn bare_store(interrupt: Interrupt, wasm: &[u8]) -> (Store<BareState>, Component, Linker<BareState>) {
     let mut config = Config::new();
     config
         .concurrency_support(false)
@@ -360,7 +370,14 @@ fn bare_store(
     let component = Component::new(&engine, wasm).unwrap();
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
-    bare::Filter::add_to_linker::<_, wasmtime::component::HasSelf<BareState>>(&mut linker, |s| s).unwrap();
+    {
+        use wasmtime::component::HasSelf;
+        add_bare_message(&mut linker).unwrap();
+        log::add_to_linker::<_, HasSelf<BareState>>(&mut linker, |s| s).unwrap();
+        config::add_to_linker::<_, HasSelf<BareState>>(&mut linker, |s| s).unwrap();
+        store::add_to_linker::<_, HasSelf<BareState>>(&mut linker, |s| s).unwrap();
+        emit::add_to_linker::<_, HasSelf<BareState>>(&mut linker, |s| s).unwrap();
+    }
     // `batch-filter`'s one import more: the failures of a batch, kept as reported.
     linker
         .instance("corral:plugin/failures@0.1.0")
@@ -376,7 +393,6 @@ fn bare_store(
     let state = BareState {
         wasi: WasiCtx::builder().build(),
         table: ResourceTable::new(),
-        messages,
         current: 0,
         last: None,
         failures: Vec::new(),
@@ -401,8 +417,8 @@ fn bare_summary(state: &BareState) -> Option<Summary> {
 }
 
 impl Bare {
-    fn new(label: &'static str, interrupt: Interrupt, wasm: &[u8], messages: Arc<Vec<Message>>) -> Bare {
-        let (mut store, component, linker) = bare_store(interrupt, wasm, messages);
+    fn new(label: &'static str, interrupt: Interrupt, wasm: &[u8]) -> Bare {
+        let (mut store, component, linker) = bare_store(interrupt, wasm);
         let filter = bare::Filter::instantiate(&mut store, &component, &linker).unwrap();
         Bare {
             label,
@@ -451,14 +467,8 @@ struct BareBatch {
 }
 
 impl BareBatch {
-    fn new(
-        label: &'static str,
-        interrupt: Interrupt,
-        size: usize,
-        wasm: &[u8],
-        messages: Arc<Vec<Message>>,
-    ) -> BareBatch {
-        let (mut store, component, linker) = bare_store(interrupt, wasm, messages);
+    fn new(label: &'static str, interrupt: Interrupt, size: usize, wasm: &[u8]) -> BareBatch {
+        let (mut store, component, linker) = bare_store(interrupt, wasm);
         let instance = linker.instantiate(&mut store, &component).unwrap();
         let process: BatchFunc<'_> = instance.get_typed_func(&mut store, "process-batch").unwrap();
         BareBatch {
@@ -572,8 +582,8 @@ struct BareAdd {
 }
 
 impl BareAdd {
-    fn new(label: &'static str, interrupt: Interrupt, wasm: &[u8], messages: Arc<Vec<Message>>) -> BareAdd {
-        let (mut store, component, linker) = bare_store(interrupt, wasm, messages);
+    fn new(label: &'static str, interrupt: Interrupt, wasm: &[u8]) -> BareAdd {
+        let (mut store, component, linker) = bare_store(interrupt, wasm);
         let instance = linker.instantiate(&mut store, &component).unwrap();
         let add = instance.get_typed_func(&mut store, "add").unwrap();
         BareAdd {
@@ -1021,12 +1031,9 @@ fn main() {
         ("(b+epoch) bare, epochs on", Interrupt::Epoch),
         ("(bm) bare, fuel and epochs on", Interrupt::Both),
     ] {
-        way!(label, Bare::new(label, interrupt, &wasm, messages.clone()));
+        way!(label, Bare::new(label, interrupt, &wasm));
     }
-    way!(
-        "(b0)",
-        Empty(Bare::new("", Interrupt::None, &wasm, messages.clone()))
-    );
+    way!("(b0)", Empty(Bare::new("", Interrupt::None, &wasm)));
     let corral = |label, wasm: &[u8]| Corral::new(label, Host::new().unwrap(), wasm, messages.clone());
     way!(
         "(c) Corral, filter world",
@@ -1062,19 +1069,13 @@ fn main() {
         ("(bm-batch1) bare+fuel+epochs, batch of 1", Interrupt::Both, 1),
         ("(bm-batch64) bare+fuel+epochs, batch of 64", Interrupt::Both, 64),
     ] {
-        way!(
-            label,
-            BareBatch::new(label, interrupt, size, &batch_wasm, messages.clone())
-        );
+        way!(label, BareBatch::new(label, interrupt, size, &batch_wasm));
     }
     for (label, interrupt) in [
         ("(b-export) bare, add(a, b)", Interrupt::None),
         ("(bm-export) bare+fuel+epochs, add", Interrupt::Both),
     ] {
-        way!(
-            label,
-            BareAdd::new(label, interrupt, &custom_wasm, messages.clone())
-        );
+        way!(label, BareAdd::new(label, interrupt, &custom_wasm));
     }
     way!("(c-export)", CorralAdd(corral("", &custom_wasm)));
     way!(

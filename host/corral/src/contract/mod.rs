@@ -55,6 +55,8 @@ pub(crate) const TIMER_EVENT: &str = "timer-event";
 pub(crate) const CORRAL_INTERFACES: [&str; 6] = ["types", "log", "config", "store", "emit", "failures"];
 pub(crate) const WASI_PACKAGES: [&str; 6] = ["io", "clocks", "random", "cli", "filesystem", "sockets"];
 
+/// The interface of the `message` resource and the types every world uses.
+pub(crate) const TYPES_INTERFACE: &str = concat!("corral:plugin/types@", plugin_version!());
 /// The optional `corral:plugin/state` export.
 pub(crate) const STATE_INTERFACE: &str = concat!("corral:plugin/state@", plugin_version!());
 

@@ -14,7 +14,6 @@ use super::compile::{CompileLimits, CompileWorker};
 use super::engine::{self, EngineSettings};
 use super::grants::GrantPolicy;
 use super::{Baseline, Compiler, Host, HostError};
-use crate::contract::Filter;
 use crate::sandbox::SandboxState;
 use crate::sandbox::deadline::Ticks;
 use crate::sandbox::embedder::{HostFunctions, HostGetter, HostLinker};
@@ -293,11 +292,18 @@ fn linker(engine: &Engine, host_functions: &HostFunctions) -> wasmtime::Result<L
     let mut linker = Linker::new(engine);
     // WASI 0.2, with every function that can block bounded by the call's deadline.
     crate::sandbox::wasi::add_wasi_to_linker(&mut linker)?;
-    Filter::add_to_linker::<_, HasSelf<SandboxState>>(&mut linker, |s| s)?;
-    crate::contract::batch_bindings::corral::plugin::failures::add_to_linker::<_, HasSelf<SandboxState>>(
-        &mut linker,
-        |s| s,
-    )?;
+    // `corral:plugin`: the `message` resource by hand (see `add_message_to_linker`), each
+    // other interface through its generated bindings.
+    crate::sandbox::imports::add_message_to_linker(&mut linker)?;
+    {
+        use crate::contract::batch_bindings::corral::plugin::failures;
+        use crate::contract::bindings::corral::plugin::{config, emit, log, store};
+        log::add_to_linker::<_, HasSelf<SandboxState>>(&mut linker, |s| s)?;
+        config::add_to_linker::<_, HasSelf<SandboxState>>(&mut linker, |s| s)?;
+        store::add_to_linker::<_, HasSelf<SandboxState>>(&mut linker, |s| s)?;
+        emit::add_to_linker::<_, HasSelf<SandboxState>>(&mut linker, |s| s)?;
+        failures::add_to_linker::<_, HasSelf<SandboxState>>(&mut linker, |s| s)?;
+    }
     host_functions.add_to(&mut linker)?;
     Ok(linker)
 }

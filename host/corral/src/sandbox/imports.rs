@@ -7,8 +7,10 @@
 //! An emitted message the host refuses (see [`normalise`]) traps the guest the same way,
 //! and the call fails with [`crate::CallError::Violation`].
 
-use wasmtime::component::Resource;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource, ResourceType, WasmStr};
 
+use crate::contract::TYPES_INTERFACE;
 use crate::contract::batch_bindings::corral::plugin::failures;
 use crate::contract::bindings::corral::plugin::{config, emit, log, store, types};
 use crate::contract::message::{Field, GUEST_LOGGER_FIELD, Message, Value, now_ns};
@@ -29,42 +31,62 @@ impl SandboxState {
     }
 }
 
-impl types::Host for SandboxState {}
+/// The `message` resource of `corral:plugin/types`, defined by hand rather than by the
+/// generated `add_to_linker`: a string the guest reads is lowered into its memory
+/// straight from the message the call was lent, and `field`'s name is read where the
+/// guest holds it. The generated bindings copy each into a `String` on the host first,
+/// an allocation and a free per read on the `filter` world's hot path.
+pub(crate) fn add_message_to_linker(linker: &mut Linker<SandboxState>) -> wasmtime::Result<()> {
+    type Handle = (Resource<types::Message>,);
+    let mut types = linker.instance(TYPES_INTERFACE)?;
+    // The guest only ever holds a borrow of the host's message, never an owned handle,
+    // so there is nothing to free.
+    types.resource("message", ResourceType::host::<types::Message>(), |_, _| Ok(()))?;
+    types.func_wrap("[method]message.timestamp", |cx: Cx<'_>, _: Handle| {
+        Ok((cx.data().current()?.timestamp,))
+    })?;
+    types.func_wrap("[method]message.type", |cx: Cx<'_>, _: Handle| {
+        Ok((lent(cx.data())?.type_.as_str(),))
+    })?;
+    types.func_wrap("[method]message.logger", |cx: Cx<'_>, _: Handle| {
+        Ok((lent(cx.data())?.logger.as_str(),))
+    })?;
+    types.func_wrap("[method]message.severity", |cx: Cx<'_>, _: Handle| {
+        Ok((cx.data().current()?.severity,))
+    })?;
+    types.func_wrap("[method]message.payload", |cx: Cx<'_>, _: Handle| {
+        Ok((lent(cx.data())?.payload.as_str(),))
+    })?;
+    types.func_wrap(
+        "[method]message.field",
+        |cx: Cx<'_>, (_, name): (Resource<types::Message>, WasmStr)| {
+            let name = name.to_str(&cx)?;
+            Ok((cx.data().current()?.field(&name).map(types::Value::from),))
+        },
+    )?;
+    types.func_wrap("[method]message.fields", |cx: Cx<'_>, _: Handle| {
+        let message = cx.data().current()?;
+        Ok((message.fields.iter().map(types::Field::from).collect::<Vec<_>>(),))
+    })?;
+    Ok(())
+}
 
-impl types::HostMessage for SandboxState {
-    fn timestamp(&mut self, _: Resource<types::Message>) -> wasmtime::Result<i64> {
-        Ok(self.current()?.timestamp)
-    }
+type Cx<'a> = StoreContextMut<'a, SandboxState>;
 
-    fn type_(&mut self, _: Resource<types::Message>) -> wasmtime::Result<String> {
-        Ok(self.current()?.type_.clone())
-    }
-
-    fn logger(&mut self, _: Resource<types::Message>) -> wasmtime::Result<String> {
-        Ok(self.current()?.logger.clone())
-    }
-
-    fn severity(&mut self, _: Resource<types::Message>) -> wasmtime::Result<i32> {
-        Ok(self.current()?.severity)
-    }
-
-    fn payload(&mut self, _: Resource<types::Message>) -> wasmtime::Result<String> {
-        Ok(self.current()?.payload.clone())
-    }
-
-    fn field(&mut self, _: Resource<types::Message>, name: String) -> wasmtime::Result<Option<types::Value>> {
-        Ok(self.current()?.field(&name).map(types::Value::from))
-    }
-
-    fn fields(&mut self, _: Resource<types::Message>) -> wasmtime::Result<Vec<types::Field>> {
-        Ok(self.current()?.fields.iter().map(types::Field::from).collect())
-    }
-
-    fn drop(&mut self, _: Resource<types::Message>) -> wasmtime::Result<()> {
-        // The guest only ever holds a borrow of the host's message, never an owned
-        // handle, so there is nothing to free.
-        Ok(())
-    }
+/// The message the call in progress was lent, for a host function to return a string of
+/// it without a copy.
+///
+/// The `'static` is a promise kept by what happens to a host function's results: wasmtime
+/// lowers them into the guest's memory before the host function returns to the guest,
+/// so inside the guest call that `lend` holds the message for (see
+/// [`super::current::Current::get`]). The reference is only ever handed back as such a
+/// result, never kept.
+fn lent(state: &SandboxState) -> wasmtime::Result<&'static Message> {
+    let message: *const Message = state.current()?;
+    // SAFETY: see above: the message outlives every use of the reference, which ends
+    // when the result is lowered, inside the call `lend` lent the message for.
+    #[allow(unsafe_code)]
+    Ok(unsafe { &*message })
 }
 
 impl log::Host for SandboxState {
