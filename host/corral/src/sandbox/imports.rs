@@ -8,7 +8,7 @@
 //! and the call fails with [`crate::CallError::Violation`].
 
 use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, Resource, ResourceType, WasmStr};
+use wasmtime::component::{ComponentType, Linker, Lower, Resource, ResourceType, WasmStr};
 
 use crate::contract::TYPES_INTERFACE;
 use crate::contract::batch_bindings::corral::plugin::failures;
@@ -61,14 +61,59 @@ pub(crate) fn add_message_to_linker(linker: &mut Linker<SandboxState>) -> wasmti
         "[method]message.field",
         |cx: Cx<'_>, (_, name): (Resource<types::Message>, WasmStr)| {
             let name = name.to_str(&cx)?;
-            Ok((cx.data().current()?.field(&name).map(types::Value::from),))
+            Ok((lent(cx.data())?.field(&name).map(ValueRef::of),))
         },
     )?;
     types.func_wrap("[method]message.fields", |cx: Cx<'_>, _: Handle| {
-        let message = cx.data().current()?;
-        Ok((message.fields.iter().map(types::Field::from).collect::<Vec<_>>(),))
+        let fields = &lent(cx.data())?.fields;
+        Ok((fields.iter().map(FieldRef::of).collect::<Vec<_>>(),))
     })?;
     Ok(())
+}
+
+/// `corral:plugin/types`'s `value`, borrowing from the lent message (see [`lent`]).
+#[derive(ComponentType, Lower)]
+#[component(variant)]
+enum ValueRef {
+    #[component(name = "string")]
+    String(&'static str),
+    #[component(name = "bytes")]
+    Bytes(&'static [u8]),
+    #[component(name = "int")]
+    Int(i64),
+    #[component(name = "float")]
+    Float(f64),
+    #[component(name = "bool")]
+    Bool(bool),
+}
+
+impl ValueRef {
+    fn of(value: &'static Value) -> ValueRef {
+        match value {
+            Value::String(s) => ValueRef::String(s),
+            Value::Bytes(b) => ValueRef::Bytes(b),
+            Value::Int(i) => ValueRef::Int(*i),
+            Value::Float(f) => ValueRef::Float(*f),
+            Value::Bool(b) => ValueRef::Bool(*b),
+        }
+    }
+}
+
+/// `corral:plugin/types`'s `field`, borrowing from the lent message.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct FieldRef {
+    name: &'static str,
+    value: ValueRef,
+}
+
+impl FieldRef {
+    fn of(field: &'static Field) -> FieldRef {
+        FieldRef {
+            name: &field.name,
+            value: ValueRef::of(&field.value),
+        }
+    }
 }
 
 type Cx<'a> = StoreContextMut<'a, SandboxState>;
@@ -297,27 +342,6 @@ pub(crate) fn normalise(plugin: &str, message: types::OutMessage) -> Result<Mess
 /// The type prefix of the host's own messages (e.g. `corral.plugin-terminated`), compared
 /// without regard to ASCII case.
 const RESERVED_PREFIX: &str = "corral.";
-
-impl From<&Value> for types::Value {
-    fn from(v: &Value) -> types::Value {
-        match v {
-            Value::String(s) => types::Value::String(s.clone()),
-            Value::Bytes(b) => types::Value::Bytes(b.clone()),
-            Value::Int(i) => types::Value::Int(*i),
-            Value::Float(f) => types::Value::Float(*f),
-            Value::Bool(b) => types::Value::Bool(*b),
-        }
-    }
-}
-
-impl From<&Field> for types::Field {
-    fn from(f: &Field) -> types::Field {
-        types::Field {
-            name: f.name.clone(),
-            value: (&f.value).into(),
-        }
-    }
-}
 
 impl From<types::Field> for Field {
     fn from(f: types::Field) -> Field {
