@@ -3,7 +3,8 @@
 //! Heka's `read_message` read the message a sandbox was given in place, and so does the
 //! `message` resource here: `SandboxState::lend` puts a pointer to the caller's message in the
 //! sandbox's state for exactly the duration of one call, and the imports read through
-//! it. Copying the message into the state instead (a clone per call, a dozen
+//! it: a string the guest asks for is lowered into its memory straight from the lent
+//! message (`imports::add_message_to_linker`). Copying the message into the state instead (a clone per call, a dozen
 //! allocations for a Heka-sized message) was the largest part of Corral's own cost per
 //! message; see BENCHMARKS.md.
 
