@@ -1,5 +1,5 @@
 //! The host side of the WIT imports: `types` (the message resource), `log`, `config`,
-//! `store` and `emit`.
+//! `store`, `emit` and `failures`.
 //!
 //! Every import that writes is charged to the call's budgets before it has any effect.
 //! Going past the output or emit cap returns an error from the import, which traps the
