@@ -1,33 +1,7 @@
 //! Whose fault a failed call was, and why the guest aborted, from what wasmtime and the
 //! guest's language runtime left behind.
 
-use crate::contract::bindings::corral::plugin::types::Failure;
 use crate::sandbox::Violation;
-
-/// The failures `process-batch` returned, if they are strictly increasing indices inside
-/// the batch (so at most one per message); the contract it broke otherwise.
-pub(super) fn check_failures(
-    failures: Vec<(u32, Failure)>,
-    messages: usize,
-) -> Result<Vec<(u32, Failure)>, Violation> {
-    let mut previous: Option<u32> = None;
-    for &(index, _) in &failures {
-        if index as usize >= messages {
-            return Err(Violation::FailureOutOfRange { index, messages });
-        }
-        if let Some(previous) = previous.filter(|p| index <= *p) {
-            return Err(Violation::FailureOrder { index, previous });
-        }
-        previous = Some(index);
-    }
-    Ok(failures)
-}
-
-pub(super) fn failure_text(failure: &Failure) -> &str {
-    match failure {
-        Failure::NonFatal(message) | Failure::Fatal(message) => message,
-    }
-}
 
 /// Whose fault an error that is not a wasm trap is.
 #[derive(Debug, PartialEq)]

@@ -4,10 +4,11 @@
 use wasmtime::Trap;
 use wasmtime::component::Resource;
 
-use super::fault::{Fault, check_failures, classify, failure_text, panic_message};
+use super::fault::{Fault, classify, panic_message};
 use super::{CallError, CallOutcome, Cell, Done, Entry, Facts, Instance, Plugin};
 use crate::contract::bindings::corral::plugin::types::{BatchFailure, Failure};
-use crate::sandbox::output::{escape, escaped_len};
+use crate::sandbox::imports::failure_text;
+use crate::sandbox::output::escape;
 use crate::sandbox::{Entries, Limit, ProcessBatch, Sandbox, cause, hostcall_fuel, lend};
 
 impl Plugin {
@@ -84,9 +85,8 @@ impl Plugin {
             data.violation = None;
             data.limiter.refused = None;
         }
-        // Whether the failures' reasons were charged to the output during the call.
-        let mut charged = false;
-        // Every entry point's answer as the failures it reports, by message.
+        // Every entry point's answer as the failures it returns, by message (none for a
+        // `process-batch` that reports them through `failures` as it goes).
         let single = |r: wasmtime::Result<Result<(), Failure>>| {
             r.map(|r| r.err().map(|f| (0, f)).into_iter().collect())
         };
@@ -138,12 +138,8 @@ impl Plugin {
                     ProcessBatch::Flat(process) => {
                         store.data_mut().reports.batch = Some(scale);
                         let called = process.call(store, batch);
-                        let reports = &mut store.data_mut().reports;
-                        reports.batch = None;
-                        // `report` charged their reasons to the output as they came.
-                        charged = true;
-                        let failures = std::mem::take(&mut reports.failures);
-                        called.map(|()| failures)
+                        store.data_mut().reports.batch = None;
+                        called.map(|()| Vec::new())
                     }
                     ProcessBatch::FlatReturning(process) => {
                         process.call(store, batch).map(|(failures,)| returned(failures))
@@ -193,6 +189,12 @@ impl Plugin {
                 single(timer.call(&mut *store, (now_ns,)).map(|(r,)| r))
             }
         };
+        // Failures returned are held to the rules reported ones were, and charged to the
+        // output as they were: every entry point's come out of `reports`.
+        let data = store.data_mut();
+        let result = result.and_then(|returned| data.returned(returned, scale));
+        let failures = std::mem::take(&mut data.reports.failures);
+        let result = result.map(|()| failures);
         let output = self.spec.output.end();
         let n = messages as u64;
         let fuel = self.spec.limits.fuel.saturating_mul(n);
@@ -237,37 +239,15 @@ impl Plugin {
                 ),
             )
         };
-        let result = match result.map(|failures| check_failures(failures, messages)) {
-            Ok(Ok(failures)) if failures.is_empty() => Ok(Done {
+        let result = match result {
+            Ok(failures) if failures.is_empty() => Ok(Done {
                 outcome: CallOutcome {
                     emitted,
                     logs: output.lines,
                 },
                 failed: Vec::new(),
             }),
-            Ok(Err(violation)) => {
-                // Handled as a trap: what else the instance believes is not to be trusted.
-                *sandbox = None;
-                facts.memory = 0;
-                Err(CallError::Violation {
-                    plugin: plugin(),
-                    violation,
-                })
-            }
-            Ok(Ok(failures))
-                if !charged
-                    && output.used.saturating_add(
-                        failures
-                            .iter()
-                            .map(|(_, f)| escaped_len(failure_text(f)) as u64)
-                            .sum::<u64>(),
-                    ) > limits.output_bytes.saturating_mul(n) =>
-            {
-                *sandbox = None;
-                facts.memory = 0;
-                Err(output_limit())
-            }
-            Ok(Ok(failures)) => {
+            Ok(failures) => {
                 let fatal = failures.iter().find(|(_, f)| matches!(f, Failure::Fatal(_)));
                 match (fatal, &failures[..]) {
                     (Some((_, Failure::Fatal(message))), _) => Err(CallError::Fatal {

@@ -251,6 +251,17 @@ impl emit::Host for SandboxState {
 
 impl failures::Host for SandboxState {
     fn report(&mut self, index: u32, failure: types::Failure) -> wasmtime::Result<()> {
+        self.fail(index, failure)
+    }
+}
+
+impl SandboxState {
+    /// Takes the failure of message `index` of the batch being processed, held to the
+    /// rules of `failures.report`: only while a batch is open, inside it, after the one
+    /// before (so never more than the batch has messages), and its reason charged to the
+    /// output as the host writes it. An error (with the violation or the output limit
+    /// marked) ends the call.
+    pub(crate) fn fail(&mut self, index: u32, failure: types::Failure) -> wasmtime::Result<()> {
         let refuse = |state: &mut SandboxState, violation: Violation| {
             let error = wasmtime::format_err!("{violation}");
             state.violation = Some(violation);
@@ -267,12 +278,36 @@ impl failures::Host for SandboxState {
             return refuse(self, Violation::FailureOrder { index, previous });
         }
         // The reason is guest text the host writes: it counts as a log line would.
-        let (types::Failure::NonFatal(reason) | types::Failure::Fatal(reason)) = &failure;
-        if !self.output.charge(escaped_len(reason) as u64) {
+        if !self.output.charge(escaped_len(failure_text(&failure)) as u64) {
             return Err(limit_trap("output"));
         }
         self.reports.failures.push((index, failure));
         Ok(())
+    }
+
+    /// Holds the failures an entry point returned (by index, of `messages`) to the rules
+    /// `fail` holds reports to, after its call: one mechanism for every entry point.
+    pub(crate) fn returned(
+        &mut self,
+        failures: Vec<(u32, types::Failure)>,
+        messages: u32,
+    ) -> wasmtime::Result<()> {
+        if failures.is_empty() {
+            return Ok(());
+        }
+        self.reports.batch = Some(messages);
+        let taken = failures
+            .into_iter()
+            .try_for_each(|(index, failure)| self.fail(index, failure));
+        self.reports.batch = None;
+        taken
+    }
+}
+
+/// The reason a failure gives.
+pub(crate) fn failure_text(failure: &types::Failure) -> &str {
+    match failure {
+        types::Failure::NonFatal(message) | types::Failure::Fatal(message) => message,
     }
 }
 
