@@ -488,7 +488,8 @@ impl BareBatch {
 type BatchFunc<'a> = wasmtime::component::TypedFunc<(&'a [u8],), ()>;
 
 /// `batch.rs`'s layout, a `message-batch`: a header, six numbers per message, three per
-/// field, then the text, every span an offset into the whole.
+/// field, then the text, every span an offset into the whole; padded as `batch.rs` pads
+/// it (`padded_len`), so that the SDK's guest reuses the last call's list here too.
 fn lay_out(batch: &mut Vec<u8>, messages: &[&Message]) {
     fn push(text: &mut Vec<u8>, bytes: &[u8]) -> u64 {
         let span = (text.len() as u64) << 32 | bytes.len() as u64;
@@ -500,6 +501,7 @@ fn lay_out(batch: &mut Vec<u8>, messages: &[&Message]) {
         *at += 8;
     }
     let fields: usize = messages.iter().map(|m| m.fields.len()).sum();
+    let last = batch.len();
     batch.clear();
     batch.resize(16 + (messages.len() * 6 + fields * 3) * 8, 0);
     let (mut at, mut at_field) = (0, 16 + messages.len() * 48);
@@ -533,6 +535,13 @@ fn lay_out(batch: &mut Vec<u8>, messages: &[&Message]) {
         }
         first += message.fields.len() as u64;
     }
+    let needed = batch.len();
+    let len = if last >= needed && last - needed <= needed / 8 {
+        last
+    } else {
+        needed + needed / 16
+    };
+    batch.resize(len, 0);
 }
 
 impl Way for BareBatch {

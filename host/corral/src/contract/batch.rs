@@ -175,7 +175,28 @@ fn put(slot: &mut [u8], words: &[u64]) {
     }
 }
 
-/// Empties `batch` and lays `messages` out in it as one `message-batch`.
+/// The length of a `message-batch` whose content takes `needed` bytes, when the last
+/// one laid out for the same plugin was `last` bytes long.
+///
+/// The SDK keeps each call's list for the next call and hands it back to the host only
+/// for a list of exactly its length (`guests/corral-guest/src/spare.rs`): then the
+/// guest runs neither a `malloc` nor a `free` for the batch, each paying fuel and epoch
+/// checks, on every call. So a batch that fits the last one's length takes that length
+/// as long as that wastes at most an eighth of it; any other takes a sixteenth more
+/// than it needs, so that the next batches, a little longer or shorter, fit it. The
+/// bytes past the content are zeros, which a guest ignores: the header and the spans
+/// say where everything is.
+#[inline]
+pub(crate) fn padded_len(needed: usize, last: usize) -> usize {
+    if last >= needed && last - needed <= needed / 8 {
+        last
+    } else {
+        needed.saturating_add(needed / 16).min(u32::MAX as usize)
+    }
+}
+
+/// Lays `messages` out in `batch` as one `message-batch`, refilling the last batch's
+/// list, its length kept if it fits ([`padded_len`]).
 ///
 /// This runs on every call, so it does the least it can: one pass to size the batch and
 /// check that it fits 32-bit offsets, then the list sized once and every number and
@@ -192,17 +213,21 @@ pub(crate) fn fill(batch: &mut Vec<u8>, messages: &(impl Messages + ?Sized)) -> 
     if numbers + text > u32::MAX as usize {
         return Err(TooLarge);
     }
-    // Every byte of the list is written below, so the last batch's bytes serve as they
-    // are: zeroing them first was a memset of the whole batch on every call.
-    if batch.len() >= numbers + text {
-        batch.truncate(numbers + text);
+    let len = padded_len(numbers + text, batch.len());
+    // Every byte of the content is written below, so the last batch's bytes serve as
+    // they are: zeroing them first was a memset of the whole batch on every call. Only
+    // the padding is zeroed.
+    if batch.len() >= len {
+        batch.truncate(len);
     } else {
-        batch.resize(numbers + text, 0);
+        batch.resize(len, 0);
     }
     let (header, rest) = batch.split_at_mut(HEADER);
     put(header, &[messages.len() as u64, fields as u64]);
     let (message_slots, rest) = rest.split_at_mut(messages.len() * MESSAGE_WORDS * 8);
-    let (field_slots, tail) = rest.split_at_mut(fields * FIELD_WORDS * 8);
+    let (field_slots, rest) = rest.split_at_mut(fields * FIELD_WORDS * 8);
+    let (tail, padding) = rest.split_at_mut(text);
+    padding.fill(0);
     let mut field_slots = field_slots.chunks_exact_mut(FIELD_WORDS * 8);
     let mut tail = Tail {
         bytes: tail,
@@ -219,7 +244,7 @@ pub(crate) fn fill(batch: &mut Vec<u8>, messages: &(impl Messages + ?Sized)) -> 
         put(slot, &message_words(&mut tail, message, first));
         first += message.fields.len();
     }
-    debug_assert_eq!(tail.at, tail.bytes.len(), "the text fills the list's end");
+    debug_assert_eq!(tail.at, tail.bytes.len(), "the text fills the content's end");
     Ok(())
 }
 
@@ -360,10 +385,10 @@ mod tests {
             b"user",
             "the text follows the numbers"
         );
-        assert_eq!(
-            batch.len(),
-            text_at + "userannnrloginauthhib".len() + 2 + "raw".len()
-        );
+        let content = text_at + "userannnrloginauthhib".len() + 2 + "raw".len();
+        assert_eq!(batch.len(), padded_len(content, 0), "a first batch is padded");
+        assert!(batch.len() > content);
+        assert!(batch[content..].iter().all(|&b| b == 0), "the padding is zeros");
     }
 
     #[test]
@@ -378,7 +403,8 @@ mod tests {
         let mut batch = vec![1, 2, 3];
         let none: &[Message] = &[];
         fill(&mut batch, &none).unwrap();
-        assert_eq!(batch, [0; HEADER]);
+        assert!(batch.len() >= HEADER);
+        assert!(batch.iter().all(|&b| b == 0), "{batch:?}");
     }
 
     #[test]
@@ -417,5 +443,56 @@ mod tests {
             fill(&mut reused, &messages).unwrap();
             assert_eq!(reused, fresh, "{} messages after eight long ones", messages.len());
         }
+    }
+
+    /// `a` and `b` are the same batch: the same bytes up to the shorter's end, zeros
+    /// past it.
+    fn same_batch(a: &[u8], b: &[u8]) -> bool {
+        let common = a.len().min(b.len());
+        a[..common] == b[..common] && a[common..].iter().chain(&b[common..]).all(|&b| b == 0)
+    }
+
+    #[test]
+    fn a_batch_a_little_shorter_than_the_last_keeps_its_length_zero_padded() {
+        // (`Message::new` stamps the time: one pair, and a longer copy of it.)
+        let two = two();
+        let mut longer = two.clone();
+        longer[0].payload = "p".repeat(12);
+        let mut reused = Vec::new();
+        fill(&mut reused, &&longer[..]).unwrap();
+        let kept = reused.len();
+        fill(&mut reused, &&two[..]).unwrap();
+        assert_eq!(reused.len(), kept, "within an eighth: the last length is kept");
+        let mut fresh = Vec::new();
+        fill(&mut fresh, &&two[..]).unwrap();
+        assert_ne!(fresh.len(), kept);
+        assert!(
+            same_batch(&reused, &fresh),
+            "the longer batch's bytes were left in the padding"
+        );
+        check_two(
+            &reused,
+            &words(&reused, HEADER, HEADER + 96),
+            &words(&reused, HEADER + 96, HEADER + 96 + 96),
+        );
+    }
+
+    #[test]
+    fn a_stream_of_similar_batches_keeps_one_length() {
+        // What makes the SDK's kept list serve: batches of one message whose lengths
+        // vary by a few bytes are all laid out at the first one's padded length.
+        let mut last = 0;
+        let mut lengths = std::collections::BTreeSet::new();
+        for needed in [228, 223, 226, 221, 228, 224, 230, 222] {
+            last = padded_len(needed, last);
+            assert!(last >= needed && last - needed <= needed / 8 + needed / 16);
+            lengths.insert(last);
+        }
+        assert_eq!(lengths.len(), 1, "{lengths:?}");
+        // Much shorter, or longer than the last: a length of its own, a sixteenth over.
+        assert_eq!(padded_len(100, 1000), 106);
+        assert_eq!(padded_len(1001, 1000), 1063);
+        assert_eq!(padded_len(0, 0), 0);
+        assert_eq!(padded_len(u32::MAX as usize, 0), u32::MAX as usize);
     }
 }
