@@ -22,6 +22,7 @@ test: target
     cargo clippy --workspace --all-targets -- -D warnings
     cd guests && cargo clippy --release -- -D warnings
     cargo test --workspace
+    cd guests && cargo test -p corral-guest --target "$(rustc -vV | sed -n 's/^host: //p')"
 
 # (The dev profile optimises dependencies, so the debug binary runs wasm at full speed
 # and shares its build with `just test`.)

@@ -95,6 +95,47 @@ fn a_batch_plugin_reads_every_header_and_field_in_its_own_memory() {
 }
 
 #[test]
+fn a_batch_as_long_as_the_last_is_handed_the_last_list_and_reads_only_itself() {
+    // The host lays a batch that fits the last one's length out at that length, padded
+    // with zeros, and the SDK keeps each call's list and hands it back for a list of
+    // the same length, so that a plugin keeping up with its input runs no `malloc` and
+    // no `free` for its batches (guests/corral-guest/src/spare.rs). Whatever the list
+    // held before, a batch reads only its own messages.
+    let probe = load("batch-reused", guests::BATCH_PROBE);
+    let call = |run: &[Message]| -> bool {
+        let outcome = probe.process_messages(run).unwrap();
+        assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+        let (flag, seen) = outcome.emitted.split_first().expect("probe.reused first");
+        assert_eq!(flag.type_, "probe.reused");
+        assert_eq!(seen.len(), run.len());
+        for (out, sent) in seen.iter().zip(run) {
+            assert_eq!((&out.payload, &out.fields), (&sent.payload, &echoed(sent)));
+        }
+        match flag.fields[..] {
+            [
+                Field {
+                    ref name,
+                    value: Value::Bool(reused),
+                },
+            ] if name == "reused" => reused,
+            _ => panic!("{flag:?}"),
+        }
+    };
+    let first = |length: usize| with_payload("reused", &"x".repeat(length));
+    assert!(!call(&[first(100)]), "the first call has no list to be handed");
+    assert!(call(&[first(100)]), "as long as the last");
+    assert!(
+        call(&[first(92)]),
+        "a little shorter: laid out at the last length"
+    );
+    let longer = [first(100), rich("long")];
+    assert!(!call(&longer), "longer than the last");
+    assert!(call(&longer));
+    assert!(!call(&[first(0)]), "much shorter: a length of its own");
+    assert!(call(&[first(3)]));
+}
+
+#[test]
 fn a_plugin_built_for_the_three_list_batch_still_reads_every_message() {
     // `batch-probe-lists` exports the `process-batch` of a plugin built before the
     // `message-batch`, taking the `batch` record's three lists.

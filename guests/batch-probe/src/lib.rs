@@ -6,6 +6,9 @@
 //! - `fatal`: a fatal failure, `fatal <payload>`;
 //! - `trap`: aborts (a trap);
 //! - `loop`: spins until the fuel limit ends the call;
+//! - `reused`: emits a `probe.reused` whose field `reused` says whether the SDK handed
+//!   this batch the last call's list (`corral_guest::spare::reused`), then goes on as
+//!   below;
 //! - `wait`: waits for the number of milliseconds in its `ms` field (a slow message, so
 //!   that the next ones queue up behind it), then goes on as below;
 //! - anything else: emits a `probe.seen` whose payload is the message's and whose fields
@@ -30,6 +33,11 @@ impl Plugin for BatchProbe {
                 loop {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
+            }
+            "reused" => {
+                let reused = corral_guest::spare::reused();
+                corral_guest::emit(&OutMessage::new("probe.reused").field("reused", Value::Bool(reused)));
+                seen(message)
             }
             "wait" => {
                 let ms = message.field("ms").and_then(|v| v.as_i64()).unwrap_or(0);

@@ -87,19 +87,56 @@ pub mod decoder_bindings {
 }
 
 mod decoder;
+#[doc(hidden)]
+pub mod spare;
 pub use decoder::{DecodeError, Decoder, RawRecord};
 pub use decoder_bindings::Guest as DecoderGuest;
 pub use decoder_bindings::export_decoder;
 
 pub use batch_bindings::Guest as BatchGuest;
 pub use batch_bindings::corral::plugin::failures::report;
-pub use batch_bindings::export_plugin;
 pub use bindings::corral::plugin::log::Level;
 pub use bindings::corral::plugin::types::{
     BatchFailure, Decoded, Failure, Field, Message, MessageBatch, OutMessage, RawBatch, Value,
 };
 pub use bindings::corral::plugin::{config, store};
 pub use bindings::{Guest, export};
+
+/// Exports `$plugin`, a [`Plugin`] (or any [`BatchGuest`]), as the `batch-filter`
+/// world: wit-bindgen's export macro ([`batch_bindings::export_plugin!`]), and the
+/// canonical ABI's `cabi_realloc` in the place of the standard library's, the same but
+/// for one thing: it hands a [`Plugin`] back the last call's batch when the next batch
+/// is as long, so that a call costs the guest no `malloc` and no `free` for its batch
+/// (see `spare.rs`).
+///
+/// A plugin that defines a `cabi_realloc` of its own (the two would not link) exports
+/// itself with [`batch_bindings::export_plugin!`] instead.
+#[macro_export]
+macro_rules! export_plugin {
+    ($($plugin:tt)*) => {
+        $crate::batch_bindings::export_plugin!($($plugin)*);
+
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            /// The canonical ABI's allocator: `corral_guest::spare::cabi_realloc`.
+            ///
+            /// # Safety
+            ///
+            /// As the canonical ABI's `cabi_realloc`.
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn cabi_realloc(
+                old_ptr: *mut u8,
+                old_len: usize,
+                align: usize,
+                new_len: usize,
+            ) -> *mut u8 {
+                // SAFETY: the caller's, as above.
+                unsafe { $crate::spare::cabi_realloc(old_ptr, old_len, align, new_len) }
+            }
+        };
+    };
+}
 
 /// A plugin on the batch path: `process_message` for each message routed to it, read
 /// through a [`MessageView`], and `timer_event` on its ticker, which does nothing unless
@@ -129,6 +166,7 @@ impl<T: Plugin> BatchGuest for T {
                 }
             }
         }
+        spare::keep(batch.bytes);
     }
 
     fn timer_event(now_ns: i64) -> Result<(), Failure> {
