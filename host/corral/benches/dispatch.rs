@@ -32,7 +32,10 @@
 //! `dispatch WAY…` (label prefixes) makes and runs only those ways, and
 //! `CORRAL_BENCH_CALLS=N` sets how many messages, for a profiler (BENCHMARKS.md counts
 //! instructions per message with `valgrind --tool=callgrind
-//! --toggle-collect='*Way>::process'`).
+//! --toggle-collect='*Way>::process'`). `CORRAL_BENCH_PERFMAP=1` makes the bare rows'
+//! engines write `/tmp/perf-PID.map`, which names each compiled guest function
+//! (`wasm[0]::function[N]`) for a profiler; the function's name is in the name section
+//! of the guest built with `CARGO_PROFILE_RELEASE_STRIP=none`.
 
 use std::cell::{Cell, RefCell};
 
@@ -366,6 +369,10 @@ fn bare_store(interrupt: Interrupt, wasm: &[u8]) -> (Store<BareState>, Component
         .concurrency_support(false)
         .consume_fuel(interrupt.fuel())
         .epoch_interruption(interrupt.epochs());
+    // For a profiler: where each guest function's code is (see the module's docs).
+    if std::env::var_os("CORRAL_BENCH_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let engine = Engine::new(&config).unwrap();
     let component = Component::new(&engine, wasm).unwrap();
     let mut linker = Linker::new(&engine);
