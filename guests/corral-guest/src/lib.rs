@@ -86,6 +86,9 @@ pub mod decoder_bindings {
     });
 }
 
+// `memcmp` for wasm32 (natively, only its tests).
+#[cfg(any(target_arch = "wasm32", test))]
+mod bytes;
 mod decoder;
 #[doc(hidden)]
 pub mod spare;
