@@ -27,6 +27,10 @@
 //! the `filter` world costs a host call (hundreds of nanoseconds) per read. Its
 //! `timer_event` does nothing unless overridden.
 //!
+//! Linking the SDK also replaces wasi-libc's `memcmp`, a loop over single bytes that the
+//! host's metering checks at every byte, with one comparing eight bytes at a step: Rust
+//! compares strings and slices by order through it.
+//!
 //! The `filter` world, one message per call read through the [`Message`] resource, is
 //! still there: implement the generated [`Guest`] trait directly and export it with
 //! [`export!`]. A type implements one or the other, not both.
