@@ -131,6 +131,11 @@ fn a_batch_as_long_as_the_last_is_handed_the_last_list_and_reads_only_itself() {
     let longer = [first(100), rich("long")];
     assert!(!call(&longer), "longer than the last");
     assert!(call(&longer));
+    assert!(call(&[first(0)]), "shorter, by less than the padding allowed");
+    // A batch of 4 KiB, then one shorter by more than the 1 KiB of padding a batch
+    // carries at most: each a length of its own.
+    assert!(!call(&[first(4000)]));
+    assert!(call(&[first(3990)]));
     assert!(!call(&[first(0)]), "much shorter: a length of its own");
     assert!(call(&[first(3)]));
 }

@@ -543,10 +543,10 @@ fn lay_out(batch: &mut Vec<u8>, messages: &[&Message]) {
         first += message.fields.len() as u64;
     }
     let needed = batch.len();
-    let len = if last >= needed && last - needed <= needed / 8 {
+    let len = if last >= needed && last - needed <= 1024 {
         last
     } else {
-        needed + needed / 16
+        needed + (needed / 4).min(512)
     };
     batch.resize(len, 0);
 }
