@@ -479,10 +479,12 @@ mod tests {
             same_batch(&reused, &fresh),
             "the longer batch's bytes were left in the padding"
         );
+        let fields_at = HEADER + 2 * MESSAGE_WORDS * 8;
+        let text_at = fields_at + 4 * FIELD_WORDS * 8;
         check_two(
             &reused,
-            &words(&reused, HEADER, HEADER + 96),
-            &words(&reused, HEADER + 96, HEADER + 96 + 96),
+            &words(&reused, HEADER, fields_at),
+            &words(&reused, fields_at, text_at),
         );
     }
 
