@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{CallError, Done, Entry, Plugin, PluginState};
+use super::{CallError, Done, Entry, Facts, Plugin, PluginState};
 use crate::lock;
 
 impl Plugin {
@@ -60,7 +60,8 @@ impl Plugin {
         *count += n;
         let started = timed.then(Instant::now);
         let mut restarted = false;
-        let (result, facts) = self.run(&mut cell, entry, &mut restarted);
+        let mut facts = Facts::default();
+        let result = self.run(&mut cell, entry, &mut restarted, &mut facts);
         let took = started.map(|started| started.elapsed());
         self.show_tier(&cell);
 

@@ -86,14 +86,12 @@ impl Plugin {
     }
 
     fn call_export_entry(&self, name: &str, call: &mut dyn ExportCall) -> Result<CallOutcome, CallError> {
-        self.call_export_inner(call).map_err(|error| match error {
-            CallError::Export { plugin, reason, .. } => CallError::Export {
-                plugin,
-                export: name.to_owned(),
-                reason,
-            },
-            error => error,
-        })
+        let mut result = self.call_export_inner(call);
+        // Named in place: mapping the result would move it, on every call.
+        if let Err(CallError::Export { export, .. }) = &mut result {
+            *export = name.to_owned();
+        }
+        result
     }
 }
 

@@ -162,6 +162,7 @@ pub(crate) struct Done {
 }
 
 /// What the host observed about one call, whatever its result.
+#[derive(Default)]
 struct Facts {
     fuel_used: u64,
     output_used: u64,

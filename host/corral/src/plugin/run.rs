@@ -13,20 +13,16 @@ use crate::sandbox::{Entries, Limit, ProcessBatch, Sandbox, cause, hostcall_fuel
 
 impl Plugin {
     /// Runs one call on the plugin's instance, making a fresh one first if the last call
-    /// trapped. Drops the instance again if this call traps.
+    /// trapped. Drops the instance again if this call traps. What the host observed of
+    /// the call is left in `facts` (all zero for a call that did not start), not
+    /// returned with the result: moving both through the call's frames cost time.
     pub(super) fn run(
         &self,
         cell: &mut Cell,
         entry: Entry<'_>,
         restarted: &mut bool,
-    ) -> (Result<Done, CallError>, Facts) {
-        let mut facts = Facts {
-            fuel_used: 0,
-            output_used: 0,
-            memory: 0,
-            peak_memory: 0,
-            emitted: 0,
-        };
+        facts: &mut Facts,
+    ) -> Result<Done, CallError> {
         let plugin = || self.name().to_owned();
         if cell.upgrade.is_some() && self.tier_up(cell) {
             *restarted = true;
@@ -41,7 +37,7 @@ impl Plugin {
                         called: false,
                     });
                 }
-                Err(e) => return (Err(self.start_failed(e)), facts),
+                Err(e) => return Err(self.start_failed(e)),
             }
         }
         let host_error = |reason: String| CallError::Host {
@@ -76,7 +72,7 @@ impl Plugin {
                 reason: format!("{e:#}"),
                 source: Some(cause(e)),
             };
-            return (Err(error), facts);
+            return Err(error);
         }
         {
             let data = store.data_mut();
@@ -94,14 +90,11 @@ impl Plugin {
             (Entry::Export(export), _) => {
                 if let Err(reason) = export.find(store, handle) {
                     self.spec.output.end();
-                    return (
-                        Err(CallError::Export {
-                            plugin: plugin(),
-                            export: String::new(),
-                            reason,
-                        }),
-                        facts,
-                    );
+                    return Err(CallError::Export {
+                        plugin: plugin(),
+                        export: String::new(),
+                        reason,
+                    });
                 }
                 export.call(store).map(|()| Vec::new())
             }
@@ -124,7 +117,7 @@ impl Plugin {
                         "{} messages do not fit one batch (over 4 GiB of text)",
                         messages.len()
                     ));
-                    return (Err(error), facts);
+                    return Err(error);
                 }
                 let returned = |failures: Vec<BatchFailure>| {
                     if failures.is_empty() {
@@ -156,7 +149,7 @@ impl Plugin {
                         "{} records do not fit one batch (over 4 GiB of text)",
                         records.len()
                     ));
-                    return (Err(error), facts);
+                    return Err(error);
                 }
                 decode.call(store, raw).and_then(|(decoded,)| {
                     // The messages returned are taken as if emitted, one by one: the
@@ -174,10 +167,7 @@ impl Plugin {
             }
             (Entry::Records(_), _) | (Entry::Messages(_), Entries::Decoder { .. }) => {
                 self.spec.output.end();
-                return (
-                    Err(host_error("the call does not fit the plugin's world".to_owned())),
-                    facts,
-                );
+                return Err(host_error("the call does not fit the plugin's world".to_owned()));
             }
             (Entry::Timer(now_ns), Entries::Decoder { timer, .. }) => {
                 single(timer.call(&mut *store, (now_ns,)).map(|(r,)| r))
@@ -239,7 +229,7 @@ impl Plugin {
                 ),
             )
         };
-        let result = match result {
+        match result {
             Ok(failures) if failures.is_empty() => Ok(Done {
                 outcome: CallOutcome {
                     emitted,
@@ -359,7 +349,6 @@ impl Plugin {
                     }
                 })
             }
-        };
-        (result, facts)
+        }
     }
 }
