@@ -83,8 +83,12 @@ impl Plugin {
         }
         // Every entry point's answer as the failures it returns, by message (none for a
         // `process-batch` that reports them through `failures` as it goes).
+        // Most calls succeed: an empty list, without collecting one from an iterator.
         let single = |r: wasmtime::Result<Result<(), Failure>>| {
-            r.map(|r| r.err().map(|f| (0, f)).into_iter().collect())
+            r.map(|r| match r {
+                Ok(()) => Vec::new(),
+                Err(failure) => vec![(0, failure)],
+            })
         };
         let result: wasmtime::Result<Vec<(u32, Failure)>> = match (entry, entries) {
             (Entry::Export(export), _) => {
