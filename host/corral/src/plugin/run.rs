@@ -82,8 +82,8 @@ impl Plugin {
             data.limiter.refused = None;
         }
         // Every entry point's answer as the failures it returns, by message (none for a
-        // `process-batch` that reports them through `failures` as it goes).
-        // Most calls succeed: an empty list, without collecting one from an iterator.
+        // `process-batch` that reports them through `failures` as it goes). Most calls
+        // succeed, and get an empty list without one collected from an iterator.
         let single = |r: wasmtime::Result<Result<(), Failure>>| {
             r.map(|r| match r {
                 Ok(()) => Vec::new(),
