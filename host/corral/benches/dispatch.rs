@@ -27,7 +27,8 @@
 //! summary every 1,000th message. Every way that runs it must end with the same summary;
 //! the bench checks that before printing anything. Then every Corral row is given
 //! against the faster Lua and against the bare call of its export, with issue 17's
-//! goals. Run with `just bench` or
+//! goals, each ratio the median of the two ways' ratios round by round (see `ROUNDS`).
+//! Run with `just bench` or
 //! `cargo bench -p corral-test-guests --features lua-bench --bench dispatch`;
 //! `dispatch WAY…` (label prefixes) makes and runs only those ways, and
 //! `CORRAL_BENCH_CALLS=N` sets how many messages, for a profiler (BENCHMARKS.md counts
