@@ -93,6 +93,8 @@ struct EmbeddingGuide;
 #[doc = include_str!("../../../docs/host-functions.md")]
 struct HostFunctionsGuide;
 
+#[doc(hidden)]
+pub use contract::batch::lay_out_message_batch;
 pub use contract::message::{DEFAULT_SEVERITY, Field, GUEST_LOGGER_FIELD, Message, Value, now_ns};
 pub use contract::mismatch::Mismatch;
 pub use contract::raw::RawRecord;

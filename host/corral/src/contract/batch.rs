@@ -211,10 +211,10 @@ pub(crate) fn padded_len(needed: usize, last: usize) -> usize {
 /// check that it fits 32-bit offsets, then the list sized once and every number and
 /// string written in its place, each span computed without a check (if the whole batch
 /// fits, every span within it does).
-pub(crate) fn fill(batch: &mut Vec<u8>, messages: &(impl Messages + ?Sized)) -> Result<(), TooLarge> {
+pub(crate) fn fill<M: Borrow<Message>>(batch: &mut Vec<u8>, messages: &[M]) -> Result<(), TooLarge> {
     let (mut fields, mut text) = (0usize, 0usize);
-    for index in 0..messages.len() {
-        let message = messages.get(index);
+    for message in messages {
+        let message = message.borrow();
         fields += message.fields.len();
         text += text_len(message);
     }
@@ -244,8 +244,11 @@ pub(crate) fn fill(batch: &mut Vec<u8>, messages: &(impl Messages + ?Sized)) -> 
         base: numbers,
     };
     let mut first = 0;
-    for (index, slot) in message_slots.chunks_exact_mut(MESSAGE_WORDS * 8).enumerate() {
-        let message = messages.get(index);
+    for (message, slot) in messages
+        .iter()
+        .zip(message_slots.chunks_exact_mut(MESSAGE_WORDS * 8))
+    {
+        let message = message.borrow();
         for field in &message.fields {
             let slot = field_slots.next().expect("sized by the first pass");
             put(slot, &field_words(&mut tail, &field.name, &field.value));
@@ -255,6 +258,15 @@ pub(crate) fn fill(batch: &mut Vec<u8>, messages: &(impl Messages + ?Sized)) -> 
     }
     debug_assert_eq!(tail.at, tail.bytes.len(), "the text fills the content's end");
     Ok(())
+}
+
+/// [`fill`], for a program that calls a plugin's `process-batch` without Corral and
+/// hands it the bytes Corral would (the dispatch bench's bare rows, which so lay a batch
+/// out exactly as Corral does): `false` when the messages do not fit one batch. Not part
+/// of the library's API.
+#[doc(hidden)]
+pub fn lay_out_message_batch(batch: &mut Vec<u8>, messages: &[&Message]) -> bool {
+    fill(batch, messages).is_ok()
 }
 
 /// Empties `batch` and lays `messages` out in it as the `batch` record's three lists,
@@ -382,7 +394,7 @@ mod tests {
     #[test]
     fn a_message_batch_is_a_header_then_numbers_then_text_with_spans_from_its_start() {
         let mut batch = Vec::new();
-        fill(&mut batch, &&two()[..]).unwrap();
+        fill(&mut batch, &two()[..]).unwrap();
         assert_eq!(words(&batch, 0, HEADER), [2, 4], "two messages, four fields");
         let fields_at = HEADER + 2 * MESSAGE_WORDS * 8;
         let text_at = fields_at + 4 * FIELD_WORDS * 8;
@@ -411,7 +423,7 @@ mod tests {
     fn an_empty_run_is_a_header_of_zeros() {
         let mut batch = vec![1, 2, 3];
         let none: &[Message] = &[];
-        fill(&mut batch, &none).unwrap();
+        fill(&mut batch, none).unwrap();
         assert!(batch.len() >= HEADER);
         assert!(batch.iter().all(|&b| b == 0), "{batch:?}");
     }
@@ -420,9 +432,9 @@ mod tests {
     fn refilling_reuses_the_buffers() {
         let messages: Vec<Message> = (0..8).map(|i| Message::new(format!("t{i}"))).collect();
         let mut flat = Vec::new();
-        fill(&mut flat, &&messages[..]).unwrap();
+        fill(&mut flat, &messages[..]).unwrap();
         let capacity = flat.capacity();
-        fill(&mut flat, &&messages[..4]).unwrap();
+        fill(&mut flat, &messages[..4]).unwrap();
         assert_eq!(words(&flat, 0, 8), [4]);
         assert_eq!(flat.capacity(), capacity);
 
@@ -446,10 +458,10 @@ mod tests {
             .collect();
         for messages in [&two()[..], &two()[1..], &[][..]] {
             let mut fresh = Vec::new();
-            fill(&mut fresh, &messages).unwrap();
+            fill(&mut fresh, messages).unwrap();
             let mut reused = Vec::new();
-            fill(&mut reused, &&long[..]).unwrap();
-            fill(&mut reused, &messages).unwrap();
+            fill(&mut reused, &long[..]).unwrap();
+            fill(&mut reused, messages).unwrap();
             assert_eq!(reused, fresh, "{} messages after eight long ones", messages.len());
         }
     }
@@ -468,12 +480,12 @@ mod tests {
         let mut longer = two.clone();
         longer[0].payload = "p".repeat(12);
         let mut reused = Vec::new();
-        fill(&mut reused, &&longer[..]).unwrap();
+        fill(&mut reused, &longer[..]).unwrap();
         let kept = reused.len();
-        fill(&mut reused, &&two[..]).unwrap();
+        fill(&mut reused, &two[..]).unwrap();
         assert_eq!(reused.len(), kept, "within the padding: the last length is kept");
         let mut fresh = Vec::new();
-        fill(&mut fresh, &&two[..]).unwrap();
+        fill(&mut fresh, &two[..]).unwrap();
         assert_ne!(fresh.len(), kept);
         assert!(
             same_batch(&reused, &fresh),
