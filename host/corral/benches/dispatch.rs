@@ -462,8 +462,9 @@ impl Way for Bare {
 }
 
 /// (b-batch) Bare wasmtime calling the `bench-batch` guest's `process-batch`, `size`
-/// messages per call, the batch laid out as Corral lays it out: the same export Corral's
-/// (c1) and (c64) call, with nothing of Corral's around it.
+/// messages per call, the batch laid out by Corral's own layout code
+/// ([`corral::lay_out_message_batch`]): the same export Corral's (c1) and (c64) call,
+/// handed the same bytes, with nothing else of Corral's around it.
 struct BareBatch {
     label: &'static str,
     interrupt: Interrupt,
@@ -499,88 +500,6 @@ impl BareBatch {
 /// `process-batch` taking a `message-batch` lent for the call.
 type BatchFunc<'a> = wasmtime::component::TypedFunc<(&'a [u8],), ()>;
 
-/// `batch.rs`'s layout, a `message-batch`: a header, six numbers per message, three per
-/// field, then the text, every span an offset into the whole; padded as `batch.rs` pads
-/// it (`padded_len`), so that the SDK's guest reuses the last call's list here too. It
-/// does what `batch.rs`'s `fill` does to be quick, so the baseline is as fast as Corral's
-/// layout: one pass to size the batch, the list sized once and never zeroed but for its
-/// padding (every byte of the content is written), every number and string written in
-/// its place.
-fn lay_out(batch: &mut Vec<u8>, messages: &[&Message]) {
-    fn put(slot: &mut [u8], words: &[u64]) {
-        for (bytes, word) in slot.chunks_exact_mut(8).zip(words) {
-            bytes.copy_from_slice(&word.to_le_bytes());
-        }
-    }
-    /// Copies `bytes` to the text at `at` and returns their span, `base` the text's
-    /// offset in the batch.
-    fn span(text: &mut [u8], at: &mut usize, base: usize, bytes: &[u8]) -> u64 {
-        text[*at..*at + bytes.len()].copy_from_slice(bytes);
-        let span = ((base + *at) as u64) << 32 | bytes.len() as u64;
-        *at += bytes.len();
-        span
-    }
-    let (mut fields, mut text) = (0, 0);
-    for message in messages {
-        fields += message.fields.len();
-        text += message.type_.len() + message.logger.len() + message.payload.len();
-        for field in &message.fields {
-            text += field.name.len()
-                + match &field.value {
-                    Value::String(s) => s.len(),
-                    Value::Bytes(b) => b.len(),
-                    _ => 0,
-                };
-        }
-    }
-    let numbers = 16 + (messages.len() * 6 + fields * 3) * 8;
-    let needed = numbers + text;
-    let last = batch.len();
-    let len = if last >= needed && last - needed <= 1024 {
-        last
-    } else {
-        needed + (needed / 4).min(512)
-    };
-    if batch.len() >= len {
-        batch.truncate(len);
-    } else {
-        batch.resize(len, 0);
-    }
-    let (header, rest) = batch.split_at_mut(16);
-    put(header, &[messages.len() as u64, fields as u64]);
-    let (message_slots, rest) = rest.split_at_mut(messages.len() * 6 * 8);
-    let (field_slots, rest) = rest.split_at_mut(fields * 3 * 8);
-    let (tail, padding) = rest.split_at_mut(text);
-    padding.fill(0);
-    let mut field_slots = field_slots.chunks_exact_mut(3 * 8);
-    let (mut at, mut first) = (0, 0u64);
-    for (message, slot) in messages.iter().zip(message_slots.chunks_exact_mut(6 * 8)) {
-        for field in &message.fields {
-            let name = span(tail, &mut at, numbers, field.name.as_bytes());
-            let (kind, value) = match &field.value {
-                Value::String(s) => (0, span(tail, &mut at, numbers, s.as_bytes())),
-                Value::Bytes(b) => (1, span(tail, &mut at, numbers, b)),
-                Value::Int(i) => (2, *i as u64),
-                Value::Float(f) => (3, f.to_bits()),
-                Value::Bool(b) => (4, u64::from(*b)),
-            };
-            let slot = field_slots.next().expect("sized above");
-            put(slot, &[name, kind, value]);
-        }
-        let words = [
-            message.timestamp as u64,
-            message.severity as u32 as u64,
-            span(tail, &mut at, numbers, message.type_.as_bytes()),
-            span(tail, &mut at, numbers, message.logger.as_bytes()),
-            span(tail, &mut at, numbers, message.payload.as_bytes()),
-            first << 32 | message.fields.len() as u64,
-        ];
-        put(slot, &words);
-        first += message.fields.len() as u64;
-    }
-    debug_assert_eq!(at, text, "the text fills the content's end");
-}
-
 impl Way for BareBatch {
     fn name(&self) -> &'static str {
         self.label
@@ -600,7 +519,10 @@ impl Way for BareBatch {
         let messages: &'static Vec<Message> = MESSAGE_SET.get().expect("made in main");
         self.run.clear();
         self.run.extend(self.pending.iter().map(|&i| &messages[i]));
-        lay_out(&mut self.batch, &self.run);
+        // Laid out by Corral's own code, refilling the last list and padding it as a
+        // plugin's call does, so that the baseline does exactly the work Corral does
+        // (and the SDK's guest is handed its last list here too).
+        assert!(corral::lay_out_message_batch(&mut self.batch, &self.run));
         self.interrupt.arm(&mut self.store);
         // SAFETY: `new` checked the function as a `BatchFunc`; the check compares
         // component types, which the borrow's lifetime is not part of.
@@ -1182,29 +1104,29 @@ fn main() {
             way.name()
         );
     }
-    let medians: Vec<f64> = rounds.iter().map(|r| quartiles(r.clone()).1).collect();
-    let spread = |r: &[f64]| {
-        let (low, median, high) = quartiles(r.to_vec());
-        (high - low) / median * 100.0
-    };
+    let spreads: Vec<(f64, f64, f64)> = rounds.iter().map(|r| quartiles(r.clone())).collect();
+    let medians: Vec<f64> = spreads.iter().map(|q| q.1).collect();
 
     println!(
         "dispatch: {PER_ROUND} messages per round, {ROUNDS} rounds, median round; all ways end with the same summary ({} seen)",
         expected.1
     );
     println!("{:<32} {:>10} {:>10}  code", "way", "ns/msg", "IQR");
-    for ((way, median), r) in ways.iter().zip(&medians).zip(&rounds) {
+    for (way, (low, median, high)) in ways.iter().zip(&spreads) {
         let tier = way.tier().map_or("", |t| t.as_str());
-        println!("{:<32} {:>10.1} {:>9.0}%  {tier}", way.name(), median, spread(r));
+        let spread = (high - low) / median * 100.0;
+        println!("{:<32} {:>10.1} {:>9.0}%  {tier}", way.name(), median, spread);
     }
     let index = |name: &str| ways.iter().position(|w| w.name().starts_with(name)).unwrap();
     let by = |name: &str| medians[index(name)];
-    // A ratio of two ways, round by round (see `ROUNDS`): its median, and the middle half
-    // of the rounds' ratios.
-    let ratio = |x: &str, y: &str| {
+    // Two ways compared round by round (see `ROUNDS`): the quartiles of `compare` of
+    // their rounds, pair by pair.
+    let paired = |x: &str, y: &str, compare: fn(f64, f64) -> f64| {
         let (x, y) = (&rounds[index(x)], &rounds[index(y)]);
-        quartiles(x.iter().zip(y).map(|(x, y)| x / y).collect())
+        quartiles(x.iter().zip(y).map(|(&x, &y)| compare(x, y)).collect())
     };
+    // A ratio: its median, and the middle half of the rounds' ratios.
+    let ratio = |x: &str, y: &str| paired(x, y, |x, y| x / y);
     let (d, d_fast) = (by("(d) "), by("(d-fast)"));
     // Every Corral row against the faster of the two Lua rows (issue 17).
     let lua = if d_fast <= d { "(d-fast)" } else { "(d) " };
@@ -1276,10 +1198,7 @@ fn main() {
         median("(c-base)", "(c1)")
     );
     // What metering adds, likewise round by round.
-    let more = |x: &str, y: &str| {
-        let (x, y) = (&rounds[index(x)], &rounds[index(y)]);
-        quartiles(x.iter().zip(y).map(|(x, y)| x - y).collect()).1
-    };
+    let more = |x: &str, y: &str| paired(x, y, |x, y| x - y).1;
     println!(
         "fuel costs {:+.1} ns/msg over no interruption, epochs {:+.1}, both {:+.1}; in a batch of 1 both {:+.1}, of 64 {:+.1}",
         more("(b+fuel)", "(b) "),
