@@ -145,13 +145,26 @@ mod tests {
         assert!(reused());
         assert_eq!(again.as_ptr(), at, "the kept list, handed back");
         keep(again);
-        assert_eq!(take(100).map(NonNull::as_ptr).map(|p| p.cast_const()), Some(at));
+        let taken = take(100);
+        assert_eq!(taken.map(NonNull::as_ptr).map(|p| p.cast_const()), Some(at));
+        free(taken, 100);
 
         // Keeping a list frees the one kept before it.
         keep(lowered(200));
         keep(lowered(300));
         assert_eq!(take(200), None);
-        assert!(take(300).is_some());
+        let taken = take(300);
+        assert!(taken.is_some());
+        free(taken, 300);
+    }
+
+    /// Frees a list of `len` bytes that [`take`] handed back.
+    fn free(list: Option<NonNull<u8>>, len: usize) {
+        if let Some(ptr) = list {
+            // SAFETY: a kept list is a `Vec<u8>`'s buffer of capacity `len`, held by
+            // nothing else once taken.
+            drop(unsafe { Vec::from_raw_parts(ptr.as_ptr(), 0, len) });
+        }
     }
 
     #[test]
