@@ -272,13 +272,13 @@ pub fn lay_out_message_batch(batch: &mut Vec<u8>, messages: &[&Message]) -> bool
 /// Empties `batch` and lays `messages` out in it as the `batch` record's three lists,
 /// for a plugin built before the `message-batch`; checked and reserved as [`fill`] is,
 /// message by message.
-pub(crate) fn fill_lists(batch: &mut Batch, messages: &(impl Messages + ?Sized)) -> Result<(), TooLarge> {
+pub(crate) fn fill_lists<M: Borrow<Message>>(batch: &mut Batch, messages: &[M]) -> Result<(), TooLarge> {
     batch.text.clear();
     batch.messages.clear();
     batch.fields.clear();
     batch.messages.reserve(messages.len() * MESSAGE_WORDS);
-    for index in 0..messages.len() {
-        let message = messages.get(index);
+    for message in messages {
+        let message = message.borrow();
         let text = text_len(message);
         let first = batch.fields.len() / FIELD_WORDS;
         if batch.text.len() + text > u32::MAX as usize || first + message.fields.len() > u32::MAX as usize {
@@ -415,7 +415,7 @@ mod tests {
     #[test]
     fn the_lists_layout_has_the_same_numbers_with_spans_into_text() {
         let mut batch = empty();
-        fill_lists(&mut batch, &&two()[..]).unwrap();
+        fill_lists(&mut batch, &two()[..]).unwrap();
         check_two(&batch.text, &batch.messages, &batch.fields);
     }
 
@@ -439,9 +439,9 @@ mod tests {
         assert_eq!(flat.capacity(), capacity);
 
         let mut batch = empty();
-        fill_lists(&mut batch, &&messages[..]).unwrap();
+        fill_lists(&mut batch, &messages[..]).unwrap();
         let capacity = (batch.text.capacity(), batch.messages.capacity());
-        fill_lists(&mut batch, &&messages[..4]).unwrap();
+        fill_lists(&mut batch, &messages[..4]).unwrap();
         assert_eq!(batch.messages.len(), 4 * MESSAGE_WORDS);
         assert_eq!((batch.text.capacity(), batch.messages.capacity()), capacity);
     }
